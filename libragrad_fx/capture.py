@@ -1,0 +1,199 @@
+"""Capture a model as an fx graph: ``symbolic_trace``, timm's leaf-aware trace, then ``torch.export``.
+
+Order of attempts (``../shared/notes/capturing-timm.md`` has the measurements behind it):
+
+1. ``torch.fx`` symbolic tracing, with every defaulted non-tensor argument of ``forward`` made
+   concrete (``attn_mask=None``, ``is_causal=False``): every op visible, torch-level spelling.
+2. For timm models, the same with timm's own FX leaf modules and autowrapped functions.
+3. ``torch.export`` (non-strict) with a dynamic batch dimension: every op visible, ATen spelling.
+
+A traced graph that still hides computation inside a leaf module (``nn.MultiheadAttention``,
+timm's ``GPSA``, ...) is exported instead when example inputs are available; without them the
+leaf is kept and reported as unclassified. Capture never changes the user's model: mutable
+Python state (e.g. LeViT's ``attention_bias_cache``) is emptied for the trace and restored after.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .spelling import MODULE_OPS
+
+__all__ = ["Capture", "CaptureError", "capture", "opaque_leaves"]
+
+
+class CaptureError(RuntimeError):
+    """Neither torch.fx nor torch.export could capture the model."""
+
+
+@dataclass
+class Capture:
+    gm: fx.GraphModule
+    method: str
+    """``fx``, ``fx+timm-leaves`` or ``export``."""
+    input_names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def _concrete_defaults(model: nn.Module) -> dict[str, Any]:
+    """forward's defaulted arguments that are settings, not tensors: trace them as constants."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    for p in params[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is not p.empty and (p.default is None or isinstance(p.default, (bool, int, float, str))):
+            out[p.name] = p.default
+    return out
+
+
+def _is_timm(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("timm.")
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[None]:
+    """Empty per-module caches (dicts of tensors) for the capture and put everything back after.
+
+    Tracing runs ``forward`` with proxies or fake tensors; a module that memoises tensors in a
+    dict would otherwise keep those (stale proxies), or bake a cached eager tensor into the graph
+    as a constant that no gradient reaches.
+    """
+    saved: list[tuple[nn.Module, str, dict]] = []
+    for module in model.modules():
+        for name, value in list(vars(module).items()):
+            if isinstance(value, dict) and not name.startswith("_") and value and all(
+                    isinstance(v, torch.Tensor) for v in value.values()):
+                saved.append((module, name, value))
+                setattr(module, name, {})
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def _first_error_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    where = next((line for line in lines if line.startswith("File ") or ".py\", line" in line), "")
+    first = lines[0] if lines else type(error).__name__
+    return f"{first} ({where})" if where and where not in first else first
+
+
+def _trace_fx(model: nn.Module, concrete_args: dict[str, Any], leaves: bool) -> fx.GraphModule:
+    if leaves:
+        import timm.layers
+        from torchvision.models.feature_extraction import LeafModuleAwareTracer
+
+        tracer = LeafModuleAwareTracer(leaf_modules=list(timm.layers.get_notrace_modules()),
+                                       autowrap_functions=tuple(timm.layers.get_notrace_functions()))
+    else:
+        tracer = fx.Tracer()
+    graph = tracer.trace(model, concrete_args=concrete_args or None)
+    name = type(model).__name__
+    return fx.GraphModule(tracer.root, graph, name)
+
+
+def opaque_leaves(gm: fx.GraphModule) -> list[fx.Node]:
+    """Leaf-module calls whose inside the passes cannot see (not in the module table)."""
+    out = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target == "_guards_fn":
+            continue
+        module = gm.get_submodule(node.target)
+        entry = MODULE_OPS.get(type(module))
+        if entry is None or entry[0] in ("multi_head_attention", "rnn"):
+            out.append(node)
+    return out
+
+
+def _as_tuple(example_inputs: Any) -> tuple:
+    if example_inputs is None:
+        return ()
+    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+
+
+def _export(model: nn.Module, example_inputs: tuple, example_kwargs: dict, notes: list[str]) -> fx.GraphModule:
+    from torch.export import Dim
+
+    tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
+    if tensors and tensors[0].dim() > 0 and tensors[0].shape[0] == 1:
+        # a batch of one would be specialised; export on two copies so the batch dim stays symbolic
+        example_inputs = tuple(torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.dim() > 0 else t
+                               for t in example_inputs)
+    batch = Dim("batch")
+    dynamic = tuple({0: batch} if isinstance(t, torch.Tensor) and t.dim() > 0 else None for t in example_inputs)
+    attempts = [("dynamic batch", dynamic), ("automatic dynamic dims", tuple(
+        {0: Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() > 0 else None for t in example_inputs)),
+                ("static shapes", None)]
+    errors = []
+    for label, shapes in attempts:
+        try:
+            program = torch.export.export(model, example_inputs, example_kwargs or None,
+                                          dynamic_shapes=shapes, strict=False)
+        except Exception as error:  # a guard specialised the batch: try the next
+            errors.append(error)
+            continue
+        if label != "dynamic batch":
+            notes.append(f"torch.export: {label} (a dynamic batch dimension was refused)")
+        return program.module()
+    raise errors[0]
+
+
+def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dict | None = None,
+            concrete_args: dict[str, Any] | None = None) -> Capture:
+    """Capture ``model`` as a GraphModule that shares its parameters and buffers."""
+    inputs = _as_tuple(example_inputs)
+    concrete = _concrete_defaults(model) if concrete_args is None else concrete_args
+    notes: list[str] = []
+    failures: list[str] = []
+    attempts = [("fx", False)] + ([("fx+timm-leaves", True)] if _is_timm(model) else [])
+    traced: tuple[str, fx.GraphModule] | None = None
+    for method, leaves in attempts:
+        try:
+            with preserved_state(model):
+                gm = _trace_fx(model, concrete, leaves)
+        except Exception as error:
+            failures.append(f"torch.fx ({method}): {_first_error_line(error)}")
+            continue
+        traced = (method, gm)
+        break
+    if traced is not None:
+        method, gm = traced
+        hidden = opaque_leaves(gm)
+        if not hidden or not inputs:
+            if hidden:
+                notes.append("leaf modules hide ops: " + ", ".join(sorted({type(gm.get_submodule(n.target)).__name__
+                                                                          for n in hidden}))
+                             + "; pass example_inputs to capture them with torch.export")
+            if failures:
+                notes.append("; ".join(failures))
+            names = [n.name for n in gm.graph.nodes if n.op == "placeholder" and n.target not in concrete]
+            return Capture(gm, method, names, notes)
+        notes.append(f"{method} hides ops in "
+                     + ", ".join(sorted({type(gm.get_submodule(n.target)).__name__ for n in hidden}))
+                     + ": captured with torch.export instead")
+    if not inputs:
+        raise CaptureError(
+            f"cannot trace {type(model).__name__} with torch.fx ({'; '.join(failures)}); "
+            "pass example_inputs so that torch.export can capture it")
+    try:
+        with preserved_state(model):
+            gm = _export(model, inputs, dict(example_kwargs or {}), notes)
+    except Exception as error:
+        failures.append(f"torch.export: {_first_error_line(error)}")
+        raise CaptureError(f"cannot capture {type(model).__name__}: " + "; ".join(failures)) from error
+    if failures:
+        notes.append("; ".join(failures))
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    return Capture(gm, "export", names, notes)

@@ -1,0 +1,248 @@
+"""The LibraGrad rules as code (LIBRAGRAD.md section 2).
+
+Two forms, both keeping the forward value bit for bit:
+
+* Fused kernels (GELU, SiLU, hard-swish, Mish, LayerNorm, RMSNorm, GroupNorm) become custom ops
+  ``torch.ops.libragrad.*``: the forward calls the very kernel the model called, the registered
+  backward is the rule. They survive ``torch.export`` (load them back after ``import
+  libragrad_fx``) and ``torch.compile`` (no graph break).
+* Everything else is written with ``detach``: a gate factor is detached where it enters a
+  product, ``scale_grad`` balances a product of k streams, ``gated`` detaches the gate of an
+  activation the graph computes in pieces. ``detach`` survives ``torch.export``'s default
+  (training) IR but not ``run_decompositions()``, which turns it into ``alias``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["scale_grad", "gated", "identity_rule", "straight_through", "normalize", "glu",
+           "gelu", "silu", "hardswish", "mish", "layer_norm", "rms_norm", "group_norm", "CUSTOM_OPS"]
+
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+# --- edge rules ----------------------------------------------------------------------------------
+
+def scale_grad(x: Tensor, scale: float) -> Tensor:
+    """x in the forward (exactly); ``scale * grad`` in the backward.
+
+    A product of k stream factors is homogeneous of degree k, so each factor's share of the
+    output is 1/k of its linearisation: scaling the product's output gradient by 1/k does it.
+    """
+    frozen = x.detach()
+    return frozen + (x - frozen) * scale
+
+
+def gated(x: Tensor, y: Tensor, gate: Tensor) -> Tensor:
+    """``y`` in the forward, ``x * gate.detach()`` in the backward: f(x) = x * g(x), g detached."""
+    frozen = x.detach()
+    return y.detach() + (x - frozen) * gate.detach()
+
+
+def identity_rule(x: Tensor, y: Tensor, f0: float, slope0: float) -> Tensor:
+    """Any elementwise f: g = (f(x) - f(0)) / x, guarded near 0 by f'(0); f(0) is the op's bias."""
+    with torch.no_grad():
+        tiny = torch.finfo(x.dtype).eps if x.is_floating_point() else 1e-12
+        gate = torch.where(x.abs() > tiny, (y - f0) / torch.where(x.abs() > tiny, x, torch.ones_like(x)),
+                           torch.full_like(x, slope0))
+    return gated(x, y, gate)
+
+
+def straight_through(y: Tensor, surrogate: Tensor) -> Tensor:
+    """``y`` in the forward, the gradient of ``surrogate`` in the backward (for rare fused ops)."""
+    return y.detach() + (surrogate - surrogate.detach())
+
+
+def normalize(x: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
+    """F.normalize with the norm detached (unit-vector normalisation rule); same ops, same values."""
+    denom = x.norm(p, dim, keepdim=True).clamp_min(eps).expand_as(x)
+    return x / denom.detach()
+
+
+def glu(x: Tensor, y: Tensor, dim: int = -1) -> Tensor:
+    """F.glu(x) = a * sigmoid(b): the sigmoid is a gate, so the backward is ``a * sigmoid(b).detach()``."""
+    a, b = x.chunk(2, dim)
+    return straight_through(y, a * torch.sigmoid(b).detach())
+
+
+def batch_norm_train(x: Tensor, y: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
+    """Train-mode BatchNorm: batch statistics detached, the mean subtraction kept (it is linear)."""
+    dims = [d for d in range(x.dim()) if d != 1]
+    centred = x - x.mean(dims, keepdim=True)
+    scale = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps).detach()
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    surrogate = centred * scale * (weight.view(shape) if weight is not None else 1.0)
+    return straight_through(y, surrogate)
+
+
+def instance_norm(x: Tensor, y: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
+    """InstanceNorm: per-sample, per-channel statistics detached."""
+    dims = list(range(2, x.dim()))
+    centred = x - x.mean(dims, keepdim=True)
+    scale = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps).detach()
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    surrogate = centred * scale * (weight.view(shape) if weight is not None else 1.0)
+    return straight_through(y, surrogate)
+
+
+# --- fused kernels as custom ops -------------------------------------------------------------
+
+def _gelu_gate(x: Tensor, approximate: str) -> Tensor:
+    if approximate == "tanh":
+        return 0.5 * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+    return 0.5 * (1.0 + torch.erf(x * _SQRT_HALF))
+
+
+@torch.library.custom_op("libragrad::gelu", mutates_args=())
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU forward; backward ``grad * Phi(x)`` (gate pruning: GELU = x * Phi(x).detach())."""
+    return F.gelu(x, approximate=approximate)
+
+
+@torch.library.custom_op("libragrad::silu", mutates_args=())
+def silu(x: Tensor) -> Tensor:
+    """SiLU forward; backward ``grad * sigmoid(x)``."""
+    return F.silu(x)
+
+
+@torch.library.custom_op("libragrad::hardswish", mutates_args=())
+def hardswish(x: Tensor) -> Tensor:
+    """Hard-swish forward; backward ``grad * relu6(x + 3) / 6``."""
+    return F.hardswish(x)
+
+
+@torch.library.custom_op("libragrad::mish", mutates_args=())
+def mish(x: Tensor) -> Tensor:
+    """Mish forward; backward ``grad * tanh(softplus(x))``."""
+    return F.mish(x)
+
+
+_ACTIVATION_GATES = {
+    "gelu": lambda x, args: _gelu_gate(x, args[0] if args else "none"),
+    "silu": lambda x, args: torch.sigmoid(x),
+    "hardswish": lambda x, args: F.relu6(x + 3.0) / 6.0,
+    "mish": lambda x, args: torch.tanh(F.softplus(x)),
+}
+
+
+def _register_activation(op, name: str) -> None:
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.extra = tuple(inputs[1:])
+
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return (grad * _ACTIVATION_GATES[name](x, ctx.extra),) + (None,) * len(ctx.extra)
+
+    op.register_fake(lambda x, *args: torch.empty_like(x))
+    op.register_autograd(backward, setup_context=setup_context)
+
+
+for _op, _name in ((gelu, "gelu"), (silu, "silu"), (hardswish, "hardswish"), (mish, "mish")):
+    _register_activation(_op, _name)
+
+
+@torch.library.custom_op("libragrad::layer_norm", mutates_args=())
+def layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], bias: Optional[Tensor],
+               eps: float) -> Tensor:
+    """LayerNorm forward; backward with the standard deviation detached (mean subtraction kept)."""
+    return F.layer_norm(x, normalized_shape, weight, bias, eps)
+
+
+@torch.library.custom_op("libragrad::rms_norm", mutates_args=())
+def rms_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], eps: Optional[float]) -> Tensor:
+    """RMSNorm forward; backward with the root mean square detached."""
+    return F.rms_norm(x, normalized_shape, weight, eps)
+
+
+@torch.library.custom_op("libragrad::group_norm", mutates_args=())
+def group_norm(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float) -> Tensor:
+    """GroupNorm forward; backward with each group's standard deviation detached."""
+    return F.group_norm(x, num_groups, weight, bias, eps)
+
+
+def _reduce_to(grad: Tensor, like: Tensor) -> Tensor:
+    """Sum a broadcast gradient back to the parameter's shape (trailing-dim broadcasting)."""
+    lead = grad.dim() - like.dim()
+    return grad.sum(dim=tuple(range(lead))) if lead > 0 else grad
+
+
+def _norm_fake(x, *args):
+    return torch.empty_like(x)
+
+
+def _save_all(ctx, inputs, output):
+    ctx.save_for_backward(*(t for t in inputs if isinstance(t, Tensor)))
+    ctx.args = tuple(None if isinstance(t, Tensor) else t for t in inputs)
+    ctx.tensor_slots = [i for i, t in enumerate(inputs) if isinstance(t, Tensor)]
+
+
+def _saved(ctx) -> list:
+    """The op's inputs back, with the tensors from saved_tensors."""
+    values = list(ctx.args)
+    for slot, tensor in zip(ctx.tensor_slots, ctx.saved_tensors):
+        values[slot] = tensor
+    return values
+
+
+def _layer_norm_backward(ctx, grad):
+    x, shape, weight, bias, eps = _saved(ctx)
+    dims = tuple(range(x.dim() - len(shape), x.dim()))
+    rstd = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps)
+    g = grad * weight if weight is not None else grad
+    dx = (g - g.mean(dims, keepdim=True)) * rstd if ctx.needs_input_grad[0] else None
+    dw = _reduce_to(grad * (x - x.mean(dims, keepdim=True)) * rstd, weight) if weight is not None and ctx.needs_input_grad[2] else None
+    db = _reduce_to(grad, bias) if bias is not None and ctx.needs_input_grad[3] else None
+    return dx, None, dw, db, None
+
+
+def _rms_norm_backward(ctx, grad):
+    x, shape, weight, eps = _saved(ctx)
+    dims = tuple(range(x.dim() - len(shape), x.dim()))
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    rrms = torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
+    g = grad * weight if weight is not None else grad
+    dx = g * rrms if ctx.needs_input_grad[0] else None
+    dw = _reduce_to(grad * x * rrms, weight) if weight is not None and ctx.needs_input_grad[2] else None
+    return dx, None, dw, None
+
+
+def _group_norm_backward(ctx, grad):
+    x, groups, weight, bias, eps = _saved(ctx)
+    n, c = x.shape[0], x.shape[1]
+    affine = [1, c] + [1] * (x.dim() - 2)
+    grouped = x.reshape(n, groups, -1)
+    mean = grouped.mean(-1, keepdim=True)
+    rstd = torch.rsqrt(grouped.var(-1, unbiased=False, keepdim=True) + eps)
+    dx = dw = db = None
+    if ctx.needs_input_grad[0]:
+        g = (grad * weight.view(affine) if weight is not None else grad).reshape(n, groups, -1)
+        dx = ((g - g.mean(-1, keepdim=True)) * rstd).reshape(x.shape)
+    if weight is not None and ctx.needs_input_grad[2]:
+        xhat = ((grouped - mean) * rstd).reshape(x.shape)
+        dw = (grad * xhat).sum([d for d in range(x.dim()) if d != 1])
+    if bias is not None and ctx.needs_input_grad[3]:
+        db = grad.sum([d for d in range(x.dim()) if d != 1])
+    return dx, None, dw, db, None
+
+
+for _op, _backward in ((layer_norm, _layer_norm_backward), (rms_norm, _rms_norm_backward),
+                       (group_norm, _group_norm_backward)):
+    _op.register_fake(_norm_fake)
+    _op.register_autograd(_backward, setup_context=_save_all)
+
+CUSTOM_OPS = {
+    "gelu": torch.ops.libragrad.gelu.default,
+    "silu": torch.ops.libragrad.silu.default,
+    "hardswish": torch.ops.libragrad.hardswish.default,
+    "mish": torch.ops.libragrad.mish.default,
+    "layer_norm": torch.ops.libragrad.layer_norm.default,
+    "rms_norm": torch.ops.libragrad.rms_norm.default,
+    "group_norm": torch.ops.libragrad.group_norm.default,
+}
