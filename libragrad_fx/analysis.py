@@ -78,7 +78,9 @@ _NONDIFF_SIDE = frozenset({"max", "min", "sort", "topk", "kthvalue", "median", "
 _SELECTORS = {"where": ("condition",), "masked_fill": ("mask",), "index_select": ("index",), "gather": ("index",),
               "take_along_dim": ("indices",), "index": ("indices",), "scatter": ("index",),
               "scatter_add": ("index",), "index_add": ("index",), "index_put": ("indices",),
-              "masked_scatter": ("mask",), "embedding": ("input",), "getitem": ("index",)}
+              "masked_scatter": ("mask",), "embedding": ("input",), "getitem": ("index",),
+              # arguments read for their shape or dtype only
+              "expand_as": ("other",), "view_as": ("other",), "reshape_as": ("other",), "to": ("other",)}
 # Elementwise ops with a constant operand that keep a tensor's "base" (x, 1.702 * x, x / 6 + 0.5).
 _AFFINE = frozenset({"mul", "div", "add", "sub", "rsub", "neg", "to", "clone", "dropout", "identity"})
 # How each product names its factors; the remaining tensor arguments are additive.
@@ -181,6 +183,12 @@ class Analysis:
             overrides.update(stranded)
 
     def _classify(self, node: fx.Node, override: str | None) -> Facts:
+        facts = self._classify_op(node, override)
+        if facts.kind is not Kind.CONST and _is_wrapped(node):
+            return replace(facts, role="wrapped")
+        return facts
+
+    def _classify_op(self, node: fx.Node, override: str | None) -> Facts:
         if node.op == "placeholder":
             return Facts(Kind.STREAM if node in self.inputs else Kind.CONST)
         if node.op == "get_attr":
@@ -195,8 +203,8 @@ class Analysis:
             category = Category.NORM if _bn_training(op) else Category.LINEAR  # eval-mode BN is affine
         facts = Facts(Kind.CONST, op, category)
         self.facts[node] = facts  # dep_args reads the op back
-        if category in (Category.SHAPE, Category.FACTORY):
-            return facts
+        if category in (Category.SHAPE, Category.FACTORY, Category.DETACH):
+            return facts  # detached values are constants for the backward
         deps = self.dep_args(node)
         if category is Category.SOURCE:
             return replace(facts, kind=Kind.STREAM) if self._any_dep(node) else facts
@@ -224,6 +232,11 @@ class Analysis:
             if Kind.STREAM in kinds:
                 return replace(facts, kind=Kind.STREAM)
             return _inherit_gate(facts, first_gate)
+        if category is Category.ATTENTION and not any(a.split("[")[0] in ("query", "key", "attn_mask")
+                                                       for a, _ in deps):
+            category = Category.LINEAR  # constant attention weights: linear in the values
+            facts = replace(facts, category=category)
+            self.facts[node] = facts
         if category is Category.ATTENTION:
             value = op.args.get("value")
             return replace(facts, kind=self.kind(value)) if self.dep(value) else _inherit_gate(facts, first_gate)
@@ -303,21 +316,22 @@ class Analysis:
 
     def _stranded_origins(self) -> dict[fx.Node, str]:
         """Gates some use of which is not a product factor: resolve where they come from."""
-        resolved: dict[fx.Node, str] = {}
+        origins: set[fx.Node] = set()
         memo: dict = {}
         for node, facts in self.facts.items():
             if facts.kind is not Kind.GATE or facts.nondiff or facts.role in ("head", "stranded"):
                 continue
-            if self.absorbed(node, memo):
-                continue
-            for origin in self._origins(node):
-                name = self.facts[origin].op.name
-                if self._reaches_output_structurally(node):
-                    resolved[origin] = "head"
-                elif name in ZERO_PRESERVING_GATES or name in _BOUNDED or name == "clamp":
-                    resolved[origin] = "activation"
-                else:
-                    resolved[origin] = "stranded"
+            if not self.absorbed(node, memo):
+                origins.update(self._origins(node))
+        resolved: dict[fx.Node, str] = {}
+        for origin in origins:
+            name = self.facts[origin].op.name
+            if self._reaches_output_structurally(origin):
+                resolved[origin] = "head"
+            elif name in ZERO_PRESERVING_GATES or name in _BOUNDED or name == "clamp":
+                resolved[origin] = "activation"
+            else:
+                resolved[origin] = "stranded"
         return resolved
 
     def _origins(self, node: fx.Node) -> list[fx.Node]:
@@ -345,6 +359,14 @@ class Analysis:
             if facts.category not in (Category.STRUCTURAL,) or not self._reaches_output_structurally(user):
                 return False
         return any(True for _ in self.uses(node))
+
+
+def _is_wrapped(node: fx.Node) -> bool:
+    """A node whose value already goes through a rule (``scale_grad(node)``, ``gated(x, node, g)``)."""
+    from .spelling import _is_rewritten
+
+    return any(u.op == "call_function" and _is_rewritten(u.target) and not isinstance(u.target, torch._ops.OpOverload)
+               and node in u.args[:2] for u in node.users)
 
 
 def _inherit_gate(facts: Facts, gate: Facts | None) -> Facts:

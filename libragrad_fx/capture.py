@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
+import os
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -23,9 +26,10 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .rules import GRAPH_FUNCTIONS
 from .spelling import MODULE_OPS
 
-__all__ = ["Capture", "CaptureError", "capture", "opaque_leaves"]
+__all__ = ["Capture", "CaptureError", "capture", "opaque_leaves", "METHODS"]
 
 
 class CaptureError(RuntimeError):
@@ -82,12 +86,39 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
             setattr(module, name, value)
 
 
+def _user_frame(error: BaseException) -> str:
+    """The innermost frame of the model's own code in the traceback: where the construct is."""
+    frames = traceback.extract_tb(error.__traceback__)
+    mine = [f for f in frames if f"{os.sep}torch{os.sep}" not in f.filename and "libragrad_fx" not in f.filename
+            and "torchvision" not in f.filename and "<" not in f.filename]
+    return f"{os.path.basename(mine[-1].filename)}:{mine[-1].lineno} `{mine[-1].line}`" if mine else ""
+
+
 def _first_error_line(error: BaseException) -> str:
+    """One line: the error's first line and the model code that raised it."""
     text = f"{type(error).__name__}: {error}".strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    where = next((line for line in lines if line.startswith("File ") or ".py\", line" in line), "")
     first = lines[0] if lines else type(error).__name__
-    return f"{first} ({where})" if where and where not in first else first
+    first = first if len(first) <= 240 else first[:237] + "..."
+    where = _user_frame(error)
+    if not where:
+        where = next((line for line in lines if line.startswith("File ") or ".py\", line" in line), "")
+    return f"{first} at {where}" if where and where not in first else first
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """torch.export logs whole graphs when a guard fails; the error we raise says what matters."""
+    loggers = [logging.getLogger(name) for name in ("torch.fx.experimental.symbolic_shapes", "torch._dynamo",
+                                                     "torch.export", "torch._export")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR + 10)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _trace_fx(model: nn.Module, concrete_args: dict[str, Any], leaves: bool) -> fx.GraphModule:
@@ -96,9 +127,9 @@ def _trace_fx(model: nn.Module, concrete_args: dict[str, Any], leaves: bool) -> 
         from torchvision.models.feature_extraction import LeafModuleAwareTracer
 
         tracer = LeafModuleAwareTracer(leaf_modules=list(timm.layers.get_notrace_modules()),
-                                       autowrap_functions=tuple(timm.layers.get_notrace_functions()))
+                                       autowrap_functions=tuple(timm.layers.get_notrace_functions()) + GRAPH_FUNCTIONS)
     else:
-        tracer = fx.Tracer()
+        tracer = fx.Tracer(autowrap_functions=GRAPH_FUNCTIONS)
     graph = tracer.trace(model, concrete_args=concrete_args or None)
     name = type(model).__name__
     return fx.GraphModule(tracer.root, graph, name)
@@ -139,10 +170,13 @@ def _export(model: nn.Module, example_inputs: tuple, example_kwargs: dict, notes
     errors = []
     for label, shapes in attempts:
         try:
-            program = torch.export.export(model, example_inputs, example_kwargs or None,
-                                          dynamic_shapes=shapes, strict=False)
-        except Exception as error:  # a guard specialised the batch: try the next
+            with _quiet_export():
+                program = torch.export.export(model, example_inputs, example_kwargs or None,
+                                              dynamic_shapes=shapes, strict=False)
+        except Exception as error:
             errors.append(error)
+            if not _is_shape_constraint(error):
+                break  # a failure that other shape settings cannot fix
             continue
         if label != "dynamic batch":
             notes.append(f"torch.export: {label} (a dynamic batch dimension was refused)")
@@ -150,28 +184,44 @@ def _export(model: nn.Module, example_inputs: tuple, example_kwargs: dict, notes
     raise errors[0]
 
 
+METHODS = ("auto", "fx", "export")
+
+
+def _is_shape_constraint(error: BaseException) -> bool:
+    text = str(error)
+    return "Constraints violated" in text or "specializ" in text or type(error).__name__ == "ConstraintViolationError"
+
+
 def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dict | None = None,
-            concrete_args: dict[str, Any] | None = None) -> Capture:
-    """Capture ``model`` as a GraphModule that shares its parameters and buffers."""
+            concrete_args: dict[str, Any] | None = None, method: str = "auto") -> Capture:
+    """Capture ``model`` as a GraphModule that shares its parameters and buffers.
+
+    ``method``: ``auto`` (fx, then timm's leaf-aware fx, then torch.export), ``fx`` or ``export``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown capture method {method!r}; valid: {', '.join(METHODS)}")
     inputs = _as_tuple(example_inputs)
+    if method == "export" and not inputs:
+        raise CaptureError("capture='export' needs example_inputs (torch.export runs the model on them)")
     concrete = _concrete_defaults(model) if concrete_args is None else concrete_args
     notes: list[str] = []
     failures: list[str] = []
-    attempts = [("fx", False)] + ([("fx+timm-leaves", True)] if _is_timm(model) else [])
+    attempts = [] if method == "export" else [("fx", False)] + (
+        [("fx+timm-leaves", True)] if _is_timm(model) else [])
     traced: tuple[str, fx.GraphModule] | None = None
-    for method, leaves in attempts:
+    for label, leaves in attempts:
         try:
             with preserved_state(model):
                 gm = _trace_fx(model, concrete, leaves)
         except Exception as error:
-            failures.append(f"torch.fx ({method}): {_first_error_line(error)}")
+            failures.append(f"torch.fx ({label}): {_first_error_line(error)}")
             continue
-        traced = (method, gm)
+        traced = (label, gm)
         break
     if traced is not None:
-        method, gm = traced
+        label, gm = traced
         hidden = opaque_leaves(gm)
-        if not hidden or not inputs:
+        if not hidden or not inputs or method == "fx":
             if hidden:
                 notes.append("leaf modules hide ops: " + ", ".join(sorted({type(gm.get_submodule(n.target)).__name__
                                                                           for n in hidden}))
@@ -179,10 +229,12 @@ def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dic
             if failures:
                 notes.append("; ".join(failures))
             names = [n.name for n in gm.graph.nodes if n.op == "placeholder" and n.target not in concrete]
-            return Capture(gm, method, names, notes)
-        notes.append(f"{method} hides ops in "
+            return Capture(gm, label, names, notes)
+        notes.append(f"{label} hides ops in "
                      + ", ".join(sorted({type(gm.get_submodule(n.target)).__name__ for n in hidden}))
                      + ": captured with torch.export instead")
+    if method == "fx":
+        raise CaptureError(f"cannot trace {type(model).__name__} with torch.fx: {'; '.join(failures)}")
     if not inputs:
         raise CaptureError(
             f"cannot trace {type(model).__name__} with torch.fx ({'; '.join(failures)}); "

@@ -32,6 +32,8 @@ class Category(Enum):
     SHAPE = "shape"
     FACTORY = "factory"
     SOURCE = "source"
+    DETACH = "detach"
+    REWRITTEN = "rewritten"
     OPAQUE = "opaque"
 
 
@@ -46,7 +48,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
         "triu", "as_strided", "copy", "index", "expand_copy", "permute_copy", "view_copy", "squeeze_copy",
         "unsqueeze_copy", "slice_copy", "select_copy", "broadcast_to", "ravel", "im2col", "col2im", "pad",
         "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "replication_pad1d", "replication_pad2d",
-        "detach", "feature_dropout", "alpha_dropout", "native_dropout", "unsafe_split", "unsafe_chunk",
+        "feature_dropout", "alpha_dropout", "native_dropout", "unsafe_split", "unsafe_chunk",
         "split_copy", "unbind_copy", "alias_copy", "masked_select", "contiguous", "clone", "resize",
         "resolve_conj", "resolve_neg", "dropout1d", "dropout2d", "dropout3d", "zero_pad2d", "flatten_copy",
     ),
@@ -99,13 +101,21 @@ _TABLE: dict[Category, tuple[str, ...]] = {
     Category.NORM: ("layer_norm", "group_norm", "rms_norm", "instance_norm", "local_response_norm", "normalize"),
     Category.ATTENTION: ("scaled_dot_product_attention",),
     Category.SOURCE: ("embedding",),
+    # a value the backward treats as a constant: the user's own .detach() and the rules' cuts
+    Category.DETACH: ("detach", "stop_gradient"),
     Category.OPAQUE: ("multi_head_attention", "rnn", "lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell"),
 }
 _CATEGORY = {name: category for category, names in _TABLE.items() for name in names}
 
 
+# What libragrad-fx itself inserts (torch.ops.libragrad.* and libragrad_fx.rules.*): already LibraGrad.
+REWRITTEN_NAMESPACE = "libragrad"
+
+
 def category_of(name: str) -> Category:
     """The category of a canonical op name; unknown names (and unknown modules) are OPAQUE."""
+    if name.startswith(REWRITTEN_NAMESPACE + "."):
+        return Category.REWRITTEN
     return _CATEGORY.get(name, Category.OPAQUE)
 
 

@@ -237,6 +237,9 @@ for _op, _backward in ((layer_norm, _layer_norm_backward), (rms_norm, _rms_norm_
     _op.register_fake(_norm_fake)
     _op.register_autograd(_backward, setup_context=_save_all)
 
+# The rule functions a rewritten graph calls: kept as single calls when such a graph is traced again.
+GRAPH_FUNCTIONS = (scale_grad, gated, identity_rule, straight_through, normalize, glu, batch_norm_train, instance_norm)
+
 CUSTOM_OPS = {
     "gelu": torch.ops.libragrad.gelu.default,
     "silu": torch.ops.libragrad.silu.default,

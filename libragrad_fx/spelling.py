@@ -290,6 +290,13 @@ def _normalize(target: Any, name: str, args: tuple, kwargs: dict) -> dict[str, A
     return out
 
 
+def _is_rewritten(target: Any) -> bool:
+    """An op or rule that libragrad-fx inserted (``torch.ops.libragrad.*``, ``libragrad_fx.rules.*``)."""
+    if isinstance(target, torch._ops.OpOverload):
+        return target.namespace == "libragrad"
+    return getattr(target, "__module__", "") == "libragrad_fx.rules"
+
+
 def describe(node: fx.Node, root: nn.Module) -> OpCall | None:
     """The :class:`OpCall` of a ``call_*`` node; ``None`` for placeholders, attributes and outputs."""
     if node.op == "call_module" and node.target == "_guards_fn":  # torch.export's input checks
@@ -314,6 +321,9 @@ def describe(node: fx.Node, root: nn.Module) -> OpCall | None:
             None, name, node.args, dict(node.kwargs)
         )
         return OpCall(name, _spelling(node, None), args, inplace)
+    if node.op == "call_function" and _is_rewritten(node.target):
+        name = f"libragrad.{_function_name(node.target)}"
+        return OpCall(name, name, _normalize(node.target, name, node.args, dict(node.kwargs)))
     if node.op == "call_function":
         raw = _function_name(node.target)
         if node.target is operator.getitem:

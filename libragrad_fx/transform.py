@@ -11,7 +11,7 @@ import torch.nn as nn
 from libragrad_fx.passes import FAMILIES, PASSES, Detach, Edit
 
 from .analysis import META, Analysis, Kind, Liveness, live_nodes
-from .capture import capture
+from .capture import capture as capture_graph
 from .ops import Category
 from .report import Report, Rewritten, Unclassified
 from .rewrite import apply_edits
@@ -25,13 +25,13 @@ PRESETS: dict[str, frozenset[str]] = {
        frozenset(FAMILIES) - {f} for f in FAMILIES},
 }
 
-_COMPLETE = (Category.STRUCTURAL, Category.LINEAR, Category.PIECEWISE, Category.SOURCE)
+_COMPLETE = (Category.STRUCTURAL, Category.LINEAR, Category.PIECEWISE, Category.SOURCE, Category.REWRITTEN)
 _NEEDS_RULE = (Category.ACTIVATION, Category.NORM, Category.ATTENTION)
 
 
 def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "libragrad",
               example_kwargs: dict | None = None, concrete_args: dict | None = None,
-              verify: bool = True) -> fx.GraphModule:
+              capture: str = "auto", verify: bool = True) -> fx.GraphModule:
     """Rewrite ``model`` into its LibraGrad form: same forward, FullGrad-complete backward.
 
     Args:
@@ -42,6 +42,7 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
             ``no-attention``, ``no-norm``, ``no-activation``, ``no-gating``.
         example_kwargs: keyword inputs for torch.export (e.g. ``inputs_embeds``).
         concrete_args: forward arguments to fix while tracing (default: defaulted non-tensors).
+        capture: ``auto`` (torch.fx, then torch.export where tracing fails), ``fx`` or ``export``.
         verify: with example inputs, check that the forward is bit-identical to the model's.
 
     Returns:
@@ -51,7 +52,8 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"transform() takes an nn.Module, got {type(model).__name__}")
-    captured = capture(model, example_inputs, example_kwargs=example_kwargs, concrete_args=concrete_args)
+    captured = capture_graph(model, example_inputs, example_kwargs=example_kwargs, concrete_args=concrete_args,
+                             method=capture)
     gm = captured.gm
     analysis = Analysis(gm, captured.input_names)
     report = Report(model=type(model).__name__, preset=preset, capture=captured.method,
@@ -113,10 +115,12 @@ def _fill_report(report: Report, analysis: Analysis, planned: list[Edit], kept: 
         elif facts.category is Category.OPAQUE:
             reason = "opaque module: its ops are hidden" if node.op == "call_module" else "no rule for this op"
             report.unclassified.append(Unclassified(node.name, spelling, reason))
-        elif (facts.category in _NEEDS_RULE and facts.kind is Kind.STREAM) or facts.role == "activation":
+        elif ((facts.category in _NEEDS_RULE and facts.kind is Kind.STREAM) or facts.role == "activation") \
+                and facts.role != "wrapped":
             if node not in covered:
                 report.unclassified.append(Unclassified(node.name, spelling, "no rule for this spelling"))
-        elif facts.category in _COMPLETE or (facts.category is Category.PRODUCT and facts.degree == 1.0):
+        elif facts.category in _COMPLETE or facts.role == "wrapped" or (
+                facts.category is Category.PRODUCT and facts.degree == 1.0):
             complete[facts.category.value] += 1
     report.complete = dict(complete)
     report.pruned = sum(1 for n, f in analysis.facts.items()

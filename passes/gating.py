@@ -27,7 +27,8 @@ class GatingPass(LibraGradPass):
             if family == self.family:
                 edits.append(Detach(cut.consumer, self.family, "gate detached", why, cut))
         for node, facts in analysis.facts.items():
-            if facts.category is not Category.PRODUCT or facts.kind is not Kind.STREAM or facts.degree == 1.0:
+            if facts.category is not Category.PRODUCT or facts.kind is not Kind.STREAM or facts.degree == 1.0 \
+                    or facts.role == "wrapped":
                 continue
             family = _score_family(node, analysis) or self.family
             k = facts.degree

@@ -27,7 +27,7 @@ class NonlinearityPass(LibraGradPass):
     def plan(self, analysis: Analysis) -> list[Edit]:
         edits: list[Edit] = []
         for node, facts in analysis.facts.items():
-            if facts.kind is not Kind.STREAM or facts.op is None:
+            if facts.kind is not Kind.STREAM or facts.op is None or facts.role == "wrapped":
                 continue
             if facts.category is Category.ACTIVATION or facts.role == "activation":
                 edits.append(self._activation(node, analysis))

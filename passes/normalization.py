@@ -31,7 +31,7 @@ class NormalizationPass(LibraGradPass):
     def plan(self, analysis: Analysis) -> list[Edit]:
         edits: list[Edit] = []
         for node, facts in analysis.facts.items():
-            if facts.category is Category.NORM and facts.kind is Kind.STREAM:
+            if facts.category is Category.NORM and facts.kind is Kind.STREAM and facts.role != "wrapped":
                 edit = self._fused(node, analysis)
                 if edit is not None:
                     edits.append(edit)

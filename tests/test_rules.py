@@ -1,0 +1,158 @@
+"""The general rules on spellings nobody wrote a pattern for (LIBRAGRAD.md section 2)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import libragrad_fx as lf
+
+
+def ixg_completeness(model: nn.Module, x: torch.Tensor, target: int = 0) -> float:
+    """|sum(x * grad) - f(x)| / |f(x)|, worst over the batch (the model must have no biases)."""
+    x = x.detach().clone().requires_grad_(True)
+    out = model(x)
+    (grad,) = torch.autograd.grad(out[:, target].sum(), x)
+    total = (x * grad).flatten(1).sum(1)
+    logit = out[:, target].detach()
+    return float(((total - logit).abs() / logit.abs()).max())
+
+
+class HandWritten(nn.Module):
+    """Every rule family, spelled out in primitives, without any bias."""
+
+    def __init__(self, dim: int = 16, tokens: int = 6) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.rand(dim) + 0.5)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.rel_bias = nn.Parameter(torch.randn(tokens, tokens))
+        self.up = nn.Linear(dim, 2 * dim, bias=False)
+        self.se = nn.Linear(dim, dim, bias=False)
+        self.head = nn.Linear(dim, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w  # RMSNorm
+        h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, keepdim=True, unbiased=False) + 1e-5)  # LN
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+        attn = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + self.rel_bias).softmax(-1)
+        h = h + attn @ v
+        a, b = self.up(h).chunk(2, dim=-1)
+        a = 0.5 * a * (1 + torch.erf(a / math.sqrt(2)))  # GELU by hand
+        b = b * torch.sigmoid(1.702 * b)  # QuickGELU as traced
+        h = h + a * b  # a gated product of two streams
+        h = h * torch.sigmoid(self.se(h.mean(1, keepdim=True)))  # squeeze-excite gate
+        h = h / h.norm(dim=-1, keepdim=True)  # unit-vector normalisation
+        return self.head(h.mean(1))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_hand_written_spellings_are_rewritten_and_complete(capture):
+    torch.manual_seed(0)
+    model = HandWritten().eval()
+    x = torch.randn(2, 6, 16)
+    gm = lf.transform(model, x, capture=capture)
+    report = gm.libragrad_report
+    assert torch.equal(gm(x), model(x))
+    assert report.families() == {"nonlinearity", "normalization", "attention", "gating"}
+    assert not report.unclassified
+    vanilla = ixg_completeness(model, x)
+    libragrad = ixg_completeness(gm, x)
+    assert libragrad < 1e-4, f"libragrad {libragrad:.2e} (vanilla {vanilla:.2e})"
+    assert vanilla > 1e-2
+
+
+class InPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16, bias=False)
+        self.act1 = nn.SiLU(inplace=True)
+        self.fc2 = nn.Linear(16, 16, bias=False)
+        self.act2 = nn.ReLU6(inplace=True)
+        self.fc3 = nn.Linear(16, 16, bias=False)
+        self.act3 = nn.Hardswish(inplace=True)
+        self.fc4 = nn.Linear(16, 2, bias=False)
+
+    def forward(self, x):
+        h = self.act1(self.fc1(x))
+        h = self.act2(self.fc2(h) * 4)
+        h = self.act3(self.fc3(h))
+        return self.fc4(F.elu(h))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_in_place_activations_keep_the_forward_and_become_complete(capture):
+    torch.manual_seed(0)
+    model = InPlace().eval()
+    x = torch.randn(4, 8) * 3
+    gm = lf.transform(model, x, capture=capture)
+    assert torch.equal(gm(x), model(x))
+    ops = {r.op for r in gm.libragrad_report.rewritten}
+    assert len(ops) == 4, ops  # SiLU, ReLU6 (identity rule), hard-swish, ELU (identity rule)
+    assert ixg_completeness(gm, x) < 1e-4
+    assert ixg_completeness(model, x) > 1e-2
+
+
+class Leftovers(nn.Module):
+    """An op without a rule, a gate added to a stream, and a softmax head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = h + torch.sigmoid(h)  # a stranded gate
+        h = torch.special.bessel_j0(h)  # no rule for this op
+        return h.softmax(-1)
+
+
+def test_what_cannot_be_classified_is_reported_and_warned():
+    x = torch.randn(2, 4)
+    with pytest.warns(lf.UnclassifiedOpWarning, match="not classified"):
+        gm = lf.transform(Leftovers(), x)
+    report = gm.libragrad_report
+    reasons = {u.op: u.reason for u in report.unclassified}
+    assert "torch.sigmoid" in reasons and "product factor" in reasons["torch.sigmoid"]
+    assert any("bessel_j0" in op for op in reasons)
+    assert [h.op for h in report.head] == ["Tensor.softmax"]
+    text = str(report)
+    assert "unclassified (2)" in text and "bessel_j0" in text and "head (kept)" in text
+    as_dict = report.to_dict()
+    assert {u["node"] for u in as_dict["unclassified"]} == {u.node for u in report.unclassified}
+
+
+class TanhPooler(nn.Module):
+    """BERT's pooler: tanh used as an activation, not as a gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Linear(8, 8, bias=False)
+        self.out = nn.Linear(8, 2, bias=False)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.dense(x)))
+
+
+def test_a_gate_that_feeds_a_stream_is_an_activation():
+    torch.manual_seed(0)
+    model = TanhPooler()
+    x = torch.randn(3, 8) * 2
+    gm = lf.transform(model, x)
+    rows = gm.libragrad_report.rewritten
+    assert [(r.op, r.family) for r in rows] == [("torch.tanh", "nonlinearity")]
+    assert "identity rule" in rows[0].rule
+    assert ixg_completeness(gm, x) < 1e-4
+
+
+def test_transform_is_idempotent():
+    torch.manual_seed(0)
+    model = HandWritten().eval()
+    x = torch.randn(2, 6, 16)
+    gm = lf.transform(model, x)
+    again = lf.transform(gm, x)
+    assert not again.libragrad_report.rewritten
+    assert not again.libragrad_report.unclassified
+    assert torch.equal(again(x), model(x))
