@@ -136,9 +136,11 @@ def _trace_fx(model: nn.Module, concrete_args: dict[str, Any], leaves: bool) -> 
 
 
 def opaque_leaves(gm: fx.GraphModule) -> list[fx.Node]:
-    """Leaf-module calls whose inside the passes cannot see (not in the module table)."""
+    """Leaf-module calls and autowrapped Python functions whose inside the passes cannot see."""
     out = []
     for node in gm.graph.nodes:
+        if node.op == "call_function" and _is_python_function(node.target):
+            out.append(node)
         if node.op != "call_module" or node.target == "_guards_fn":
             continue
         module = gm.get_submodule(node.target)
@@ -146,6 +148,19 @@ def opaque_leaves(gm: fx.GraphModule) -> list[fx.Node]:
         if entry is None or entry[0] in ("multi_head_attention", "rnn"):
             out.append(node)
     return out
+
+
+def _is_python_function(target: Any) -> bool:
+    """A plain Python function kept whole by the tracer (timm's autowrapped ``scale_image``...):
+    not a torch op, not an operator, not a rule libragrad-fx inserted."""
+    module = getattr(target, "__module__", None) or ""
+    return (inspect.isfunction(target) and target not in GRAPH_FUNCTIONS
+            and module.split(".")[0] not in ("torch", "_operator", "operator", "builtins", "math", "libragrad_fx"))
+
+
+def _hidden_names(gm: fx.GraphModule, nodes: list[fx.Node]) -> str:
+    return ", ".join(sorted({type(gm.get_submodule(n.target)).__name__ if n.op == "call_module"
+                             else n.target.__name__ for n in nodes}))
 
 
 def _as_tuple(example_inputs: Any) -> tuple:
@@ -223,16 +238,13 @@ def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dic
         hidden = opaque_leaves(gm)
         if not hidden or not inputs or method == "fx":
             if hidden:
-                notes.append("leaf modules hide ops: " + ", ".join(sorted({type(gm.get_submodule(n.target)).__name__
-                                                                          for n in hidden}))
+                notes.append("leaf modules hide ops: " + _hidden_names(gm, hidden)
                              + "; pass example_inputs to capture them with torch.export")
             if failures:
                 notes.append("; ".join(failures))
             names = [n.name for n in gm.graph.nodes if n.op == "placeholder" and n.target not in concrete]
             return Capture(gm, label, names, notes)
-        notes.append(f"{label} hides ops in "
-                     + ", ".join(sorted({type(gm.get_submodule(n.target)).__name__ for n in hidden}))
-                     + ": captured with torch.export instead")
+        notes.append(f"{label} hides ops in {_hidden_names(gm, hidden)}: captured with torch.export instead")
     if method == "fx":
         raise CaptureError(f"cannot trace {type(model).__name__} with torch.fx: {'; '.join(failures)}")
     if not inputs:

@@ -156,3 +156,36 @@ def test_transform_is_idempotent():
     assert not again.libragrad_report.rewritten
     assert not again.libragrad_report.unclassified
     assert torch.equal(again(x), model(x))
+
+
+def _wrapped_gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x) if x.shape[-1] > 1 else x  # fx keeps this function whole (a shape branch)
+
+
+torch.fx.wrap("_wrapped_gelu")
+
+
+class AutowrappedFunction(nn.Module):
+    """A Python function the tracer keeps whole (like timm's autowrapped ``scale_image``) hides its ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8, bias=False)
+        self.fc2 = nn.Linear(8, 2, bias=False)
+
+    def forward(self, x):
+        return self.fc2(_wrapped_gelu(self.fc1(x)))
+
+
+def test_an_autowrapped_function_is_captured_with_export_so_its_ops_are_seen():
+    torch.manual_seed(0)
+    model = AutowrappedFunction()
+    x = torch.randn(3, 8)
+    gm = lf.transform(model, x)
+    report = gm.libragrad_report
+    assert report.capture == "export" and any("_wrapped_gelu" in n for n in report.notes), report.notes
+    assert [r.family for r in report.rewritten] == ["nonlinearity"] and not report.unclassified
+    assert ixg_completeness(gm, x) < 1e-4
+    with pytest.warns(lf.UnclassifiedOpWarning):  # without example inputs it stays whole, and is reported
+        hidden = lf.transform(model).libragrad_report
+    assert [u.op for u in hidden.unclassified] == ["test_rules._wrapped_gelu"]
