@@ -189,3 +189,29 @@ def test_an_autowrapped_function_is_captured_with_export_so_its_ops_are_seen():
     with pytest.warns(lf.UnclassifiedOpWarning):  # without example inputs it stays whole, and is reported
         hidden = lf.transform(model).libragrad_report
     assert [u.op for u in hidden.unclassified] == ["test_rules._wrapped_gelu"]
+
+
+class ProductIntoNorm(nn.Module):
+    """A balanced product read directly by a fused norm (MetaFormer's SquaredReLU -> LayerNorm head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16, bias=False)
+        self.norm = nn.LayerNorm(8, bias=False)
+        self.head = nn.Linear(8, 2, bias=False)
+
+    def forward(self, x):
+        a, b = self.fc(x).chunk(2, dim=-1)
+        return self.head(self.norm(a * b) + self.norm(torch.square(F.relu(a))))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_rewritten_norm_reads_its_input_through_the_product_rule(capture):
+    """The gating rule's 1/k wrapper must stay on the path when the consumer is itself replaced."""
+    torch.manual_seed(0)
+    model = ProductIntoNorm().eval()
+    x = torch.randn(4, 8)
+    gm = lf.transform(model, x, capture=capture)
+    assert {r.family for r in gm.libragrad_report.rewritten} == {"gating", "normalization"}
+    assert torch.equal(gm(x), model(x))
+    assert ixg_completeness(gm, x) < 1e-4
