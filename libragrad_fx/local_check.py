@@ -114,6 +114,23 @@ def _wrapper(node: fx.Node) -> fx.Node | None:
     return None
 
 
+_SHAPE_READS = frozenset({"size", "dim", "shape", "numel", "sym_size", "stride"})
+
+
+def _bypassed(node: fx.Node, wrapper: fx.Node) -> bool:
+    """Does a user other than the rule wrapper read ``node``'s value (and so miss the rule)?"""
+    for user in node.users:
+        if user is wrapper:
+            continue
+        target = user.target if user.op == "call_method" else getattr(user.target, "__name__", "")
+        if target == "getattr" and user.args[1:] and user.args[1] in _SHAPE_READS:
+            continue
+        if target in _SHAPE_READS or str(target).startswith("aten.sym_"):
+            continue
+        return True
+    return False
+
+
 def _execute(node: fx.Node, gm: fx.GraphModule, values: dict[fx.Node, Any]) -> Any:
     args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
     if node.op == "call_function":
@@ -198,15 +215,19 @@ def local_completeness(gm: fx.GraphModule, inputs: Sequence[Any], other_inputs: 
         for index, node in enumerate(nodes):
             if node in wrapped or not any(node in live for _, live in runs):
                 continue
-            unit = [node] + ([w] if (w := _wrapper(node)) is not None else [])
-            generator = torch.Generator().manual_seed(seed + index)
-            first = _tensors(runs[0][0][unit[-1]])
-            cotangents = [torch.randn(t.shape, generator=generator, dtype=t.dtype)
-                          if t.is_floating_point() else torch.zeros(()) for t in first]
-            measured = [_unit_residual(unit, gm, env, cotangents) for env, _ in runs]
-            if any(m is None for m in measured):
-                continue
-            (r1, s1), (r2, s2) = measured
-            drift = abs(r1 - r2) / max(s1, s2, 1e-30)
-            results.append(NodeResidual(node.name, _op_name(node, gm), _module_of(node), (r1, r2), drift))
+            wrapper = _wrapper(node)
+            units = [[node, wrapper]] if wrapper is not None else []
+            if wrapper is None or _bypassed(node, wrapper):
+                units.append([node])  # some user reads the node itself: it must be complete alone
+            for unit in units:
+                generator = torch.Generator().manual_seed(seed + index)
+                first = _tensors(runs[0][0][unit[-1]])
+                cotangents = [torch.randn(t.shape, generator=generator, dtype=t.dtype)
+                              if t.is_floating_point() else torch.zeros(()) for t in first]
+                measured = [_unit_residual(unit, gm, env, cotangents) for env, _ in runs]
+                if any(m is None for m in measured):
+                    continue
+                (r1, s1), (r2, s2) = measured
+                drift = abs(r1 - r2) / max(s1, s2, 1e-30)
+                results.append(NodeResidual(node.name, _op_name(node, gm), _module_of(node), (r1, r2), drift))
     return results

@@ -94,12 +94,14 @@ class Activation(nn.Module):
             return F.gelu(h, approximate="tanh")
         if k == "tanh":
             return torch.tanh(h)
+        if k == "squared_relu":  # MetaFormer's head: a product of degree 2
+            return torch.square(F.relu(h))
         return getattr(F, k)(h)
 
 
 # Zero-preserving activations only: f(0) = 0, so the network stays bias-free.
 ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "hardswish", "mish", "elu", "relu", "leaky_relu", "quick_gelu",
-               "gelu_by_hand", "tanh", "relu6", "selu")
+               "gelu_by_hand", "tanh", "relu6", "selu", "squared_relu")
 
 
 class Attention(nn.Module):
