@@ -8,8 +8,9 @@ Every node gets a :class:`Facts` record in ``node.meta["libragrad"]``:
   gated activations, normalised values, attention outputs, products whose factors were balanced).
 * ``GATE``: a bounded or statistical function of a stream (sigmoid, softmax, std, rsqrt, ...).
   Whoever multiplies by a gate must treat it as a constant; a gate that reaches a stream any
-  other way is *stranded* and resolved once, here: a zero-preserving one becomes an activation
-  (identity rule), one at the graph output is the head, anything else is reported.
+  other way is *stranded* and resolved once, here: an elementwise one becomes an activation
+  (identity rule; f(0) is its bias where it is not zero: sigmoid, exp), one at the graph output
+  is the head, anything else (a softmax, a statistic) is reported.
 
 :func:`live_nodes` answers which nodes still carry gradient once a set of edges is cut.
 """
@@ -24,7 +25,7 @@ import networkx as nx
 import torch
 import torch.fx as fx
 
-from .ops import ACTIVATIONS, GATE_FAMILY, ZERO_PRESERVING_GATES, Category, category_of
+from .ops import ACTIVATIONS, GATE_FAMILY, OFFSET_GATES, ZERO_PRESERVING_GATES, Category, category_of
 from .spelling import OpCall, describe
 
 __all__ = ["Kind", "Facts", "Analysis", "Cut", "Liveness", "live_nodes", "META"]
@@ -180,7 +181,9 @@ class Analysis:
             stranded = {o: r for o, r in self._stranded_origins().items() if overrides.get(o) != r}
             if not stranded:
                 return
-            overrides.update(stranded)
+            # a gate that becomes an activation can turn what follows it back into a stream
+            # (attention over sigmoid values): settle those before calling anything stranded
+            overrides.update({o: r for o, r in stranded.items() if r == "activation"} or stranded)
 
     def _classify(self, node: fx.Node, override: str | None) -> Facts:
         facts = self._classify_op(node, override)
@@ -328,7 +331,7 @@ class Analysis:
             name = self.facts[origin].op.name
             if self._reaches_output_structurally(origin):
                 resolved[origin] = "head"
-            elif name in ZERO_PRESERVING_GATES or name in _BOUNDED or name == "clamp":
+            elif name in ZERO_PRESERVING_GATES or name in OFFSET_GATES or name in _BOUNDED or name == "clamp":
                 resolved[origin] = "activation"
             else:
                 resolved[origin] = "stranded"

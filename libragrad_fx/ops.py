@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Category", "ActivationSpec", "category_of", "ACTIVATIONS", "GATE_FAMILY", "ZERO_PRESERVING_GATES"]
+__all__ = ["Category", "ActivationSpec", "category_of", "ACTIVATIONS", "GATE_FAMILY", "ZERO_PRESERVING_GATES",
+           "OFFSET_GATES"]
 
 
 class Category(Enum):
@@ -153,11 +154,18 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
     "asinh": ActivationSpec("x * (asinh(x) / x).detach()  (identity rule)"),
     "sinh": ActivationSpec("x * (sinh(x) / x).detach()  (identity rule)"),
     "atanh": ActivationSpec("x * (atanh(x) / x).detach()  (identity rule)"),
+    "sigmoid": ActivationSpec("x * ((sigmoid(x) - 1/2) / x).detach() + 1/2  (identity rule)", f0=0.5, slope0=0.25),
+    "hardsigmoid": ActivationSpec("x * ((hardsigmoid(x) - 1/2) / x).detach() + 1/2  (identity rule)", f0=0.5,
+                                  slope0=1 / 6),
+    "exp": ActivationSpec("x * ((exp(x) - 1) / x).detach() + 1  (identity rule)", f0=1.0),
 }
 
 # Gates with f(0) = 0: where one of them feeds a stream additively it is an activation
 # (e.g. BERT's pooler tanh), and the identity rule makes it complete.
 ZERO_PRESERVING_GATES = frozenset({"tanh", "erf", "softsign", "atan", "sin", "asinh", "sinh", "atanh"})
+# Elementwise gates with f(0) != 0 (iFormer's sigmoid values): as activations the identity rule
+# keeps f(0) as the op's bias, as it does for softplus.
+OFFSET_GATES = frozenset({"sigmoid", "hardsigmoid", "exp"})
 
 # Which family's rule detaches a gate, by the op that made it a gate (LIBRAGRAD.md section 2).
 GATE_FAMILY: dict[str, str] = {

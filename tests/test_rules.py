@@ -104,7 +104,7 @@ class Leftovers(nn.Module):
 
     def forward(self, x):
         h = self.fc(x)
-        h = h + torch.sigmoid(h)  # a stranded gate
+        h = h + h.softmax(-1)  # a stranded gate: not elementwise, no identity rule
         h = torch.special.bessel_j0(h)  # no rule for this op
         return h.softmax(-1)
 
@@ -115,7 +115,7 @@ def test_what_cannot_be_classified_is_reported_and_warned():
         gm = lf.transform(Leftovers(), x)
     report = gm.libragrad_report
     reasons = {u.op: u.reason for u in report.unclassified}
-    assert "torch.sigmoid" in reasons and "product factor" in reasons["torch.sigmoid"]
+    assert "Tensor.softmax" in reasons and "product factor" in reasons["Tensor.softmax"]
     assert any("bessel_j0" in op for op in reasons)
     assert [h.op for h in report.head] == ["Tensor.softmax"]
     text = str(report)
@@ -215,3 +215,34 @@ def test_a_rewritten_norm_reads_its_input_through_the_product_rule(capture):
     assert {r.family for r in gm.libragrad_report.rewritten} == {"gating", "normalization"}
     assert torch.equal(gm(x), model(x))
     assert ixg_completeness(gm, x) < 1e-4
+
+
+class SigmoidValues(nn.Module):
+    """iFormer's attention: sigmoid values, attended and multiplied by a sigmoid gate, added to the stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qk = nn.Linear(8, 16, bias=False)
+        self.v_gate = nn.Linear(8, 16, bias=False)
+        self.head = nn.Linear(8, 2, bias=False)
+
+    def forward(self, x):
+        q, k = self.qk(x).chunk(2, dim=-1)
+        v, gate = torch.sigmoid(self.v_gate(x)).chunk(2, dim=-1)
+        return self.head(x + F.scaled_dot_product_attention(q, k, v) * gate)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_stranded_elementwise_gate_is_an_activation_with_its_value_at_zero_as_bias(capture):
+    from libragrad_fx.local_check import local_completeness
+
+    torch.manual_seed(0)
+    model = SigmoidValues().eval()
+    x, other = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    gm = lf.transform(model, x, capture=capture)
+    report = gm.libragrad_report
+    assert not report.unclassified, report.unclassified
+    assert any("identity rule" in r.rule and "1/2" in r.rule for r in report.rewritten), report.rewritten
+    assert torch.equal(gm(x), model(x))
+    residuals = local_completeness(gm, (x,), (other,))
+    assert residuals and all(r.complete for r in residuals), [str(r) for r in residuals if not r.complete]
