@@ -231,9 +231,10 @@ def local_completeness(gm: fx.GraphModule, inputs: Sequence[Any], other_inputs: 
             runs.append((recorder.env, _live(recorder.env, nodes, output, seed)))
         results = []
         for index, node in enumerate(nodes):
-            if node in wrapped or not any(node in live for _, live in runs):
-                continue
             wrapper = _wrapper(node)
+            # gated(x, y, g) takes y's value but no gradient through y: the wrapper says if it is live
+            if node in wrapped or not any(node in live or wrapper in live for _, live in runs):
+                continue
             units = [[node, wrapper]] if wrapper is not None else []
             if wrapper is None or _bypassed(node, wrapper):
                 units.append([node])  # some user reads the node itself: it must be complete alone
