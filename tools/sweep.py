@@ -107,7 +107,8 @@ CI_SUBSET = ("resnet", "efficientnet", "mobilenetv3", "convnext", "swin_transfor
              "mlp_mixer", "mlp_mixer/resmlp", "metaformer/poolformer", "levit", "focalnet")
 
 # Parameters and buffers that enter the model additively, by the name their modules give them.
-ADDITIVE = re.compile(r"(^|_)bias($|_)|bias$|^beta$|pos_?emb|position_?emb|(^|_)token$|^running_mean$|_embed_cls$")
+ADDITIVE = re.compile(r"bias$|(^|\.)beta$|running_mean$|pos_?emb|position_?emb|(^|[._])(cls|reg|dist)_tokens?\d*(\.|$)"
+                      r"|(^|[._])(patch|pixel)_pos(\.|$)")
 
 
 @dataclass
@@ -168,7 +169,7 @@ def zero_additive_constants(*modules: nn.Module) -> list[str]:
     with torch.no_grad():
         for module in modules:
             for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
-                if tensor.is_floating_point() and ADDITIVE.search(name.split(".")[-1]):
+                if tensor.is_floating_point() and ADDITIVE.search(name):
                     tensor.zero_()
                     names.append(name)
     return names
@@ -304,7 +305,7 @@ def _run(row: Row) -> None:
     else:
         # every node is locally complete: what is left are additive constants that are not
         # named parameters (a computed positional encoding, a literal): say where they are
-        left = [r for r in local_completeness(gm, (x,), (other,)) if abs(r.residual[0]) > TOLERANCE * 10]
+        left = [r for r in local_completeness(gm, (x,), (other,)) if abs(r.residual[0]) > 1e-8]
         row.ixg_status = "n/a: unnamed additive constants at " + _nodes_text(left) if left else "fail"
     _verdict(row)
 
