@@ -81,7 +81,9 @@ _SELECTORS = {"where": ("condition",), "masked_fill": ("mask",), "index_select":
               "scatter_add": ("index",), "index_add": ("index",), "index_put": ("indices",),
               "masked_scatter": ("mask",), "embedding": ("input",), "getitem": ("index",),
               # arguments read for their shape or dtype only
-              "expand_as": ("other",), "view_as": ("other",), "reshape_as": ("other",), "to": ("other",)}
+              "expand_as": ("other",), "view_as": ("other",), "reshape_as": ("other",), "to": ("other",),
+              # a value whose gradient the rule replaces by the surrogate's (an unrolled LSTM's)
+              "libragrad.straight_through": ("y",)}
 # Elementwise ops with a constant operand that keep a tensor's "base" (x, 1.702 * x, x / 6 + 0.5).
 _AFFINE = frozenset({"mul", "div", "add", "sub", "rsub", "neg", "to", "clone", "dropout", "identity"})
 # How each product names its factors; the remaining tensor arguments are additive.
@@ -182,8 +184,11 @@ class Analysis:
             if not stranded:
                 return
             # a gate that becomes an activation can turn what follows it back into a stream
-            # (attention over sigmoid values): settle those before calling anything stranded
-            overrides.update({o: r for o, r in stranded.items() if r == "activation"} or stranded)
+            # (attention over sigmoid values): settle those before calling anything stranded,
+            # and the zero-preserving ones before those whose f(0) would add a bias
+            activations = {o: r for o, r in stranded.items() if r == "activation"}
+            zero = {o: r for o, r in activations.items() if self.facts[o].op.name not in OFFSET_GATES}
+            overrides.update(zero or activations or stranded)
 
     def _classify(self, node: fx.Node, override: str | None) -> Facts:
         facts = self._classify_op(node, override)

@@ -202,6 +202,19 @@ def _live(env: dict[fx.Node, Any], nodes: list[fx.Node], output: Any, seed: int)
     return {n for (n, _), g in zip(candidates, grads) if g is not None}
 
 
+def _in_precision(gm: fx.GraphModule, dtype: torch.dtype) -> fx.GraphModule:
+    """A copy of ``gm`` in ``dtype``: parameters, buffers, and the float32 an exported graph bakes
+    into its factories and casts (``aten.zeros(..., dtype=torch.float32)``)."""
+    gm = copy.deepcopy(gm).to(dtype)
+    for module in gm.modules():
+        if isinstance(module, fx.GraphModule):
+            for node in module.graph.nodes:
+                node.args, node.kwargs = fx.node.map_aggregate(
+                    (node.args, node.kwargs), lambda a: dtype if a is torch.float32 else a)
+            module.recompile()
+    return gm
+
+
 def local_completeness(gm: fx.GraphModule, inputs: Sequence[Any], other_inputs: Sequence[Any],
                        seed: int = 0, dtype: torch.dtype | None = torch.float64) -> list[NodeResidual]:
     """Every live node's local residual on two inputs; ``[r for r in result if not r.complete]``
@@ -216,7 +229,7 @@ def local_completeness(gm: fx.GraphModule, inputs: Sequence[Any], other_inputs: 
             wide layer rounds at 1e-4 of its magnitudes); ``None`` checks ``gm`` itself.
     """
     if dtype is not None:
-        gm = copy.deepcopy(gm).to(dtype)
+        gm = _in_precision(gm, dtype)
         inputs, other_inputs = ([a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                                  for a in args] for args in (inputs, other_inputs))
     nodes = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]

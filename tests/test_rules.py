@@ -246,3 +246,35 @@ def test_a_stranded_elementwise_gate_is_an_activation_with_its_value_at_zero_as_
     assert torch.equal(gm(x), model(x))
     residuals = local_completeness(gm, (x,), (other,))
     assert residuals and all(r.complete for r in residuals), [str(r) for r in residuals if not r.complete]
+
+
+class Recurrent(nn.Module):
+    """Sequencer2d's token mixer: a bidirectional LSTM over the tokens, read by a linear layer."""
+
+    def __init__(self, layers: int = 2, batch_first: bool = True) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(8, 6, num_layers=layers, batch_first=batch_first, bidirectional=True, bias=False)
+        self.head = nn.Linear(12, 2, bias=False)
+        self.batch_first = batch_first
+
+    def forward(self, x):
+        y, _ = self.rnn(x if self.batch_first else x.transpose(0, 1))
+        return self.head((y if self.batch_first else y.transpose(0, 1)).mean(1))
+
+
+@pytest.mark.parametrize("layers,batch_first", [(1, True), (2, False)])
+def test_an_lstm_is_unrolled_into_gates_for_the_backward(layers, batch_first):
+    from libragrad_fx.local_check import local_completeness
+
+    torch.manual_seed(0)
+    model = Recurrent(layers, batch_first).eval()
+    x, other = torch.randn(3, 5, 8) * 2, torch.randn(3, 5, 8)
+    gm = lf.transform(model, x)
+    report = gm.libragrad_report
+    assert report.capture == "export" and any("LSTM unrolled over 5 steps" in n for n in report.notes)
+    assert not report.unclassified, report.unclassified
+    assert report.families() == {"nonlinearity", "gating"}  # tanh as activations, sigmoid gates detached
+    assert torch.equal(gm(x), model(x))  # the fused kernel still computes the value
+    assert all(r.complete for r in local_completeness(gm, (x,), (other,)))
+    assert ixg_completeness(gm, x) < 1e-4
+    assert ixg_completeness(model, x) > 1e-2

@@ -102,12 +102,13 @@ FAMILIES: dict[str, str] = {**MODULES, **NAMED}
 SHRINK: dict[str, dict[str, Any]] = {name: {"depth": 2} for name in (
     "beit_base_patch16_224", "deepseek_vit_412m", "gemma4_vit_167m", "naflexvit_base_patch16_parfac_gap",
     "qwen3_vit_88m", "samvit_base_patch16_224")}
+SHRINK["sequencer2d_s"] = {"layers": (1, 1, 2, 1)}  # each LSTM is unrolled over its tokens for the backward
 # CI's subset: each of the general rules at least once, fast to run.
 CI_SUBSET = ("resnet", "efficientnet", "mobilenetv3", "convnext", "swin_transformer", "cait", "xcit",
              "mlp_mixer", "mlp_mixer/resmlp", "metaformer/poolformer", "levit", "focalnet")
 
 # Parameters and buffers that enter the model additively, by the name their modules give them.
-ADDITIVE = re.compile(r"bias$|(^|\.)beta$|running_mean$|pos_?emb|position_?emb|(^|[._])(cls|reg|dist)_tokens?\d*(\.|$)"
+ADDITIVE = re.compile(r"(^|[._])bias(_\w+)?$|(^|\.)beta$|running_mean$|pos_?emb|position_?emb|(^|[._])(cls|reg|dist)_tokens?\d*(\.|$)"
                       r"|(^|[._])(patch|pixel)_pos(\.|$)")
 
 
