@@ -26,6 +26,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .nested import inline_autocast_regions
 from .recurrent import unroll_lstms
 from .rules import GRAPH_FUNCTIONS
 from .spelling import MODULE_OPS
@@ -258,7 +259,7 @@ def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dic
     except Exception as error:
         failures.append(f"torch.export: {_first_error_line(error)}")
         raise CaptureError(f"cannot capture {type(model).__name__}: " + "; ".join(failures)) from error
-    notes += unroll_lstms(gm)
+    notes += inline_autocast_regions(gm) + unroll_lstms(gm)
     if failures:
         notes.append("; ".join(failures))
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]

@@ -278,3 +278,37 @@ def test_an_lstm_is_unrolled_into_gates_for_the_backward(layers, batch_first):
     assert all(r.complete for r in local_completeness(gm, (x,), (other,)))
     assert ixg_completeness(gm, x) < 1e-4
     assert ixg_completeness(model, x) > 1e-2
+
+
+class AutocastRegion(nn.Module):
+    """EfficientViT's LiteMLA: ReLU linear attention in an autocast(enabled=False) region, divided by
+    its own normaliser (a nested graph under torch.export)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.head = nn.Linear(8, 2, bias=False)
+
+    def forward(self, x):
+        q, k, v = F.relu(self.qkv(x)).chunk(3, dim=-1)
+        with torch.autocast(device_type="cpu", enabled=False):
+            v = F.pad(v, (0, 1), mode="constant", value=1.0)
+            out = q @ (k.transpose(-1, -2) @ v)
+            out = out[..., :-1] / (out[..., -1:] + 1e-5)
+        return self.head(out.mean(1))
+
+
+def test_an_autocast_region_is_inlined_so_its_ops_are_rewritten():
+    from libragrad_fx.local_check import local_completeness
+
+    torch.manual_seed(0)
+    model = AutocastRegion().eval()
+    x, other = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    gm = lf.transform(model, x, capture="export")
+    report = gm.libragrad_report
+    assert any("region inlined" in n for n in report.notes), report.notes
+    assert not report.unclassified, report.unclassified
+    assert "gating" in report.families()  # the normaliser, an input-dependent denominator, is detached
+    assert torch.equal(gm(x), model(x))
+    assert all(r.complete for r in local_completeness(gm, (x,), (other,)))
+    assert ixg_completeness(gm, x) < 1e-4
