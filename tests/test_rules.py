@@ -156,3 +156,32 @@ def test_transform_is_idempotent():
     assert not again.libragrad_report.rewritten
     assert not again.libragrad_report.unclassified
     assert torch.equal(again(x), model(x))
+
+
+class TrainBatchNorm(nn.Module):
+    """A wrapped op (train-mode BatchNorm, a Wrap edit) read by a replaced one (SiLU, a Replace edit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4, affine=False)
+        self.act = nn.SiLU()
+        self.fc = nn.Linear(4 * 6 * 6, 3, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.act(self.bn(self.conv(x))).flatten(1))
+
+
+def test_an_op_replaced_after_a_wrap_reads_the_wrapped_value():
+    torch.manual_seed(0)
+    model = TrainBatchNorm().train()
+    x = torch.randn(4, 3, 8, 8)
+    gm = lf.transform(model, x)
+    rule = next(n for n in gm.graph.nodes if n.target is lf.rules.batch_norm_train)
+    assert list(rule.users) and all(u.target is torch.ops.libragrad.silu.default for u in rule.users)
+    x = x.detach().requires_grad_(True)
+    out = gm(x)
+    (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
+    total = out[:, 0].sum().detach()  # batch statistics couple the samples: complete over the batch
+    assert abs(float((x * grad).sum() - total)) < 1e-4 * abs(float(total))
+
