@@ -185,3 +185,21 @@ def test_an_op_replaced_after_a_wrap_reads_the_wrapped_value():
     total = out[:, 0].sum().detach()  # batch statistics couple the samples: complete over the batch
     assert abs(float((x * grad).sum() - total)) < 1e-4 * abs(float(total))
 
+
+class Ambiguous(nn.Module):
+    """Ops whose torch schemas are ambiguous (a Scalar and a Tensor overload)."""
+
+    def forward(self, x):
+        mask = x > 0
+        return (x.masked_fill(mask, 2.0) + torch.lerp(x, x * 2, 0.3) + x.scatter(1, torch.zeros_like(x).long(), 1.0)
+                + torch.masked_fill(x, mask, 3.0))
+
+
+def test_ambiguous_schemas_get_their_argument_names():
+    from libragrad_fx.spelling import describe
+
+    gm = torch.fx.symbolic_trace(Ambiguous())
+    named = {describe(n, gm).name: describe(n, gm).args for n in gm.graph.nodes if n.op.startswith("call")}
+    assert set(named["masked_fill"]) == {"input", "mask", "value"} and named["masked_fill"]["value"] in (2.0, 3.0)
+    assert named["lerp"]["weight"] == 0.3 and named["lerp"]["end"].name == "mul"
+    assert named["scatter"]["src"] == 1.0
