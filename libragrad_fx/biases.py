@@ -123,9 +123,9 @@ class Biases:
 
     ``Biases(gm).module(*inputs)`` returns ``(output, values, constants)``: the model's output, the
     output of every site (differentiate the target with respect to these) and the bias that enters
-    there (detached; shaped like its site's output, or broadcastable to it for a per-channel bias). ``Biases(gm).module_with(nodes)`` also
-    returns the values of more nodes of ``gm`` after those, for callers that need them from the
-    same forward.
+    there (detached; shaped like its site's output, or broadcastable to it for a per-channel bias).
+    ``Biases(gm).module_with(nodes)`` also returns the values of more nodes of ``gm`` after those,
+    for callers that need them from the same forward.
     """
 
     def __init__(self, gm: fx.GraphModule, input_names: Iterable[str] | None = None) -> None:

@@ -49,7 +49,7 @@ def node_checks(capture: str) -> None:
 def integrated_gradients() -> None:
     model, x = build("vit")
     print("## Integrated Gradients on the vanilla ViT, 128 steps (Gauss-Legendre)\n")
-    print("| baseline | preset | worst |sum IG - (f(x) - f(x'))| / |f(x) - f(x')| |")
+    print("| baseline | preset | worst relative error of sum(IG) vs f(x) - f(x') |")
     print("|---|---|---|")
     for label, baselines in (("zeros", None), ("0.5", torch.full_like(x, 0.5))):
         for preset in ("vanilla", "libragrad"):

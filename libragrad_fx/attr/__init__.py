@@ -18,4 +18,11 @@ from .smoothgrad import SmoothGrad
 
 __all__ = ["Attribution", "Gradient", "InputXGradient", "IntegratedGradients", "SmoothGrad", "FullGrad",
            "FullGradResult", "GradCAM", "HiResCAM", "XGradCAM", "AttentionRollout", "GradientRollout", "GAE",
-           "targets", "target_values", "class_index", "is_transformed"]
+           "METHODS", "targets", "target_values", "class_index", "is_transformed"]
+
+METHODS: dict[str, type[Attribution]] = {
+    "gradient": Gradient, "input_x_gradient": InputXGradient, "integrated_gradients": IntegratedGradients,
+    "smoothgrad": SmoothGrad, "fullgrad": FullGrad, "gradcam": GradCAM, "hirescam": HiResCAM,
+    "xgradcam": XGradCAM, "attention_rollout": AttentionRollout, "gae": GradientRollout,
+}
+"""Every method by a command-line friendly name."""

@@ -175,12 +175,12 @@ class _Rollout(Attribution):
                 outs = [values[s.node] for s in sites]
                 found = torch.autograd.grad(target_values(output, index).sum(), outs, allow_unused=True)
                 grads = {s.node: g for s, g in zip(sites, found)}
-        with torch.no_grad():
-            values = {n: v.detach() if isinstance(v, Tensor) else v for n, v in values.items()}
-            relevance = self._roll(sites, values, grads)
         batch = xs[0].shape[0]
         probe = values.get(probe_node) if probe_node is not None else None
         grid = self.grid or (tuple(probe.shape[-2:]) if isinstance(probe, Tensor) and probe.dim() == 4 else None)
+        with torch.no_grad():
+            values = {n: v.detach() if isinstance(v, Tensor) else v for n, v in values.items()}
+            relevance = self._roll(sites, values, grads, grid)
         where = maps.layout((batch, relevance.shape[1], 1), batch, grid, None)
         if where is None:
             raise ValueError(f"{type(self).__name__}: {relevance.shape[1]} tokens do not form the patch grid "
@@ -188,7 +188,8 @@ class _Rollout(Attribution):
         spatial, _ = maps.as_tokens(relevance[..., None], where)
         return spatial[..., 0].reshape(batch, *where.grid)
 
-    def _roll(self, sites: list[AttentionSite], values: dict, grads: dict) -> Tensor:
+    def _roll(self, sites: list[AttentionSite], values: dict, grads: dict, grid: tuple[int, int] | None) -> Tensor:
+        """The relevance of each token [B, N]."""
         rolled: Tensor | None = None
         pooled: Tensor | None = None
         for site in sites:
@@ -206,14 +207,8 @@ class _Rollout(Attribution):
                 pooled = layer.mean(1, keepdim=True) @ rolled
         if pooled is not None:
             return pooled[:, 0]
-        tokens = rolled.shape[-1]
-        has_prefix = self.readout == "cls" or (self.readout == "auto" and self._has_prefix(tokens, values))
-        return rolled[:, 0] if has_prefix else rolled.mean(1)
-
-    def _has_prefix(self, tokens: int, values: dict) -> bool:
-        probe = self._tapped[4] if self._tapped else None
-        grid = self.grid or (tuple(values[probe].shape[-2:]) if probe is not None else None)
-        return grid is not None and tokens > grid[0] * grid[1]
+        has_prefix = grid is not None and rolled.shape[-1] > grid[0] * grid[1]
+        return rolled[:, 0] if self.readout == "cls" or (self.readout == "auto" and has_prefix) else rolled.mean(1)
 
     def layer_weights(self, a: Tensor, site: AttentionSite, values: dict, grads: dict) -> Tensor:
         raise NotImplementedError
