@@ -12,5 +12,5 @@ from .transform import PRESETS, transform  # noqa: E402
 from . import attr, maps, viz  # noqa: E402
 from .completeness import Completeness, NodeCompleteness, completeness, node_completeness  # noqa: E402
 
-__all__ = ["transform", "PRESETS", "Report", "CaptureError", "UnclassifiedOpWarning", "attr", "maps", "viz",
-           "completeness", "node_completeness", "Completeness", "NodeCompleteness"]
+__all__ = ["transform", "PRESETS", "Report", "CaptureError", "UnclassifiedOpWarning", "passes", "rules", "attr",
+           "maps", "viz", "completeness", "node_completeness", "Completeness", "NodeCompleteness"]
