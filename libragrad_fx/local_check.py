@@ -107,17 +107,10 @@ def _op_name(node: fx.Node, gm: fx.GraphModule) -> str:
     return op.spelling if op is not None else str(node.target)
 
 
-# Rule functions that wrap a node (forward: the node's value; backward: the rule), and the
-# position of the wrapped node among their arguments. ``rules.normalize`` and the like replace
-# a node instead: they are checked on their own.
-_WRAPS = {rules.scale_grad: 0, rules.straight_through: 0, rules.gated: 1, rules.identity_rule: 1, rules.glu: 1,
-          rules.batch_norm_train: 1, rules.instance_norm: 1}
-
-
 def _wrapper(node: fx.Node) -> fx.Node | None:
     """The rule function that wraps ``node`` (``scale_grad(node, k)``, ``gated(x, node, g)``)."""
     for user in node.users:
-        position = _WRAPS.get(user.target) if user.op == "call_function" else None
+        position = rules.WRAPPED_ARG.get(user.target) if user.op == "call_function" else None
         if position is not None and len(user.args) > position and user.args[position] is node:
             return user
     return None

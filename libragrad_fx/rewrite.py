@@ -26,8 +26,9 @@ class _Rewriter:
     """Applies edits in order: detaches, then wraps, then replacements.
 
     Edits name nodes as they were when planned; a node replaced since (a LayerNorm whose input
-    was the LayerNorm before it) is looked up in ``self.moved``; a node wrapped since (a product
-    whose gradient a ``scale_grad`` balances) is read through its wrapper, ``self.wrapped``.
+    was the LayerNorm before it) is looked up in ``self.moved``. A node wrapped since (a train-mode
+    BatchNorm whose output feeds a GELU that is replaced later) is read through its rule
+    (``self.wrapped``) wherever an edit takes it as an argument.
     """
 
     def __init__(self, gm: fx.GraphModule) -> None:
@@ -54,8 +55,9 @@ class _Rewriter:
         if isinstance(value, (list, tuple)):
             return type(value)(self.resolve(v, node) for v in value)
         value = self.current(value)
-        # a later edit's argument must see the rule applied to it, as the node's other users do
-        return self.wrapped.get(value, value) if isinstance(value, fx.Node) else value
+        while isinstance(value, fx.Node) and value in self.wrapped:
+            value = self.wrapped[value]
+        return value
 
 
 def apply_edits(gm: fx.GraphModule, edits: Iterable[Edit]) -> None:
