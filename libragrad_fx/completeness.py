@@ -260,23 +260,28 @@ def _projected_error(outputs: list[Tensor], bias: list[Tensor | None], inputs: l
     """||y - b - sum_i J~_i x_i|| relative to the size of the terms, from <g, .> for random g:
     <g, y - b> is computed directly, <g, sum_i J~_i x_i> as sum_i <J~_i^T g, x_i> (the backward)."""
     rest = [(y - b if b is not None else y).detach().double() for y, b in zip(outputs, bias)]
+    # a -inf padding (before a max-pool) is a constant no gradient reaches: keep it out of the sums
+    finite = [r.isfinite() for r in rest]
+    rest = [torch.where(f, r, 0.0) for f, r in zip(finite, rest)]
     live = [i for i, y in enumerate(outputs) if y.requires_grad]
     errors, linear = [], []
     for _ in range(probes):
-        g = [torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y.device) for y in outputs]
+        g = [torch.where(f, torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y.device), 0.0)
+             for f, y in zip(finite, outputs)]
         direct = sum(float((gi * r).sum()) for gi, r in zip(g, rest))
         through = 0.0
         if live and inputs:
             vjps = torch.autograd.grad([outputs[i] for i in live], inputs,
                                        [g[i].to(outputs[i].dtype) for i in live], retain_graph=True, allow_unused=True)
-            through = sum(float((v.double() * x.detach().double()).sum()) for v, x in zip(vjps, inputs)
-                          if v is not None)
+            through = sum(float(torch.where(v != 0, v.double() * x.detach().double(), 0.0).sum())
+                          for v, x in zip(vjps, inputs) if v is not None)
         errors.append(direct - through)
         linear.append(through)
 
     def norm(tensors: list[Tensor]) -> float:
         return math.sqrt(sum(float(t.detach().double().pow(2).sum()) for t in tensors))
 
-    scale = max(norm(outputs), norm(rest), math.sqrt(sum(t * t for t in linear) / probes),
+    scale = max(norm([torch.where(f, y.detach().double(), 0.0) for f, y in zip(finite, outputs)]), norm(rest),
+                math.sqrt(sum(t * t for t in linear) / probes),
                 torch.finfo(torch.float32).tiny)
     return math.sqrt(sum(e * e for e in errors) / probes) / scale

@@ -143,3 +143,25 @@ def test_ig_completeness_through_the_api():
     assert float(ixg.rel_error.max()) > 1e-2  # the model has biases: Input x Gradient misses them
     with pytest.raises(ValueError, match="fullgrad"):
         lf.completeness(model, x, method="saliency")
+
+
+class NegInfPadding(nn.Module):
+    """NASNet's max-pool spelling: pad with -inf, then max-pool (the padding never wins)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.pad(self.conv(x), (1, 1, 1, 1), value=float("-inf")), 3, stride=2)
+        return self.fc(h.flatten(1))
+
+
+def test_a_minus_inf_padding_is_a_constant_not_a_violation():
+    torch.manual_seed(0)
+    model = NegInfPadding().eval()
+    x = torch.randn(2, 3, 8, 8)
+    gm = lf.transform(model, x, capture="export")
+    report = lf.node_completeness(gm, x)
+    assert report.checks and not report.violations, str(report)
