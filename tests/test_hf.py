@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 
 import libragrad_fx as lf
-from libragrad_fx.local_check import local_completeness
 
 transformers = pytest.importorskip("transformers")
 
@@ -84,8 +83,10 @@ def test_hf_model_is_forward_exact_rewritten_and_complete(name):
         other = torch.randn(3, *embeds.shape[1:])  # another batch size
         assert torch.equal(gm(other), model(other))
 
-    residuals = local_completeness(gm, (embeds,), (torch.randn_like(embeds),))
-    assert residuals and all(r.complete for r in residuals), [str(r) for r in residuals if not r.complete]
+    local = lf.node_completeness(gm, embeds)
+    assert local.checks and not local.violations, str(local)
+    fullgrad = float(lf.completeness(gm, embeds, 1, method="fullgrad").rel_error.max())
+    assert fullgrad < 1e-4, f"{name}: FullGrad completeness {fullgrad:.2e}"
 
     with torch.no_grad():
         for param_name, p in model.named_parameters():

@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import libragrad_fx as lf
-from libragrad_fx.local_check import local_completeness
 
 TOKENS, DIM, CLASSES = 5, 8, 3
 
@@ -249,10 +248,10 @@ networks = st.tuples(st.lists(st.tuples(st.sampled_from(sorted(VOCABULARY)), st.
                      st.integers(0, 2**16))
 
 
-def build(blocks: list[tuple[str, bool]], seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def build(blocks: list[tuple[str, bool]], seed: int) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(seed)
     model = Network(blocks).eval()
-    return model, torch.randn(2, TOKENS, DIM), torch.randn(2, TOKENS, DIM)
+    return model, torch.randn(2, TOKENS, DIM)
 
 
 def ixg_error(model: nn.Module, x: torch.Tensor) -> float:
@@ -267,14 +266,14 @@ def ixg_error(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def check(blocks: list[tuple[str, bool]], seed: int, capture: str) -> None:
-    model, x, other = build(blocks, seed)
+    model, x = build(blocks, seed)
     gm = lf.transform(model, x, capture=capture)
     report = gm.libragrad_report
     with torch.no_grad():
         assert torch.equal(gm(x), model(x))
     assert not report.unclassified, [str(u) for u in report.unclassified]
-    incomplete = [str(r) for r in local_completeness(gm, (x,), (other,)) if not r.complete]
-    assert not incomplete, incomplete
+    local = lf.node_completeness(gm, x)
+    assert local.checks and not local.violations, str(local)
     error = ixg_error(gm, x)
     assert error < 1e-4, f"IxG completeness {error:.2e}"
 

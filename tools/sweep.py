@@ -6,9 +6,10 @@ PoolFormer in ``metaformer``, CoAtNet in ``maxxvit``, ...). Per model:
 
 * capture path (``fx``, ``fx+timm-leaves``, ``export``) or the capture error;
 * forward exactness (``torch.equal`` with the model, and the max abs difference);
-* local completeness (:func:`libragrad_fx.local_check.local_completeness`): the nodes whose local
-  residual moves with the input, i.e. where the rewritten backward is not complete; those not in
-  the report's ``unclassified`` list are *silent* (an input-dependent op neither rewritten nor reported);
+* FullGrad completeness (:func:`libragrad_fx.completeness`, biases found from the graph) < 1e-4;
+* local completeness (:func:`libragrad_fx.node_completeness`): the ops where y != J~x + b under the
+  rewritten backward; those not in the report's ``unclassified`` list are *silent* (an
+  input-dependent op neither rewritten nor reported);
 * bias-free Input x Gradient completeness: every parameter or buffer that is an additive constant
   (biases, positional embeddings, class/register tokens, BatchNorm running means; by name, not by
   the analysis under test) is zeroed, and |sum(x * grad) - f(x)| / |f(x)| must be < 1e-4. A model
@@ -47,7 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import libragrad_fx as lf  # noqa: E402
-from libragrad_fx.local_check import local_completeness  # noqa: E402
+from libragrad_fx.attr import FullGrad  # noqa: E402
 
 TOLERANCE = 1e-4
 TARGET = 1
@@ -218,22 +219,10 @@ def ixg_error(model: nn.Module, x: torch.Tensor) -> float:
     return float(((total - logit).abs() / logit.abs().clamp_min(1e-12)).max())
 
 
-def _nodes_text(results, limit: int = 4) -> str:
-    shown = [f"{r.node}:{r.op}" + (f"@{r.module}" if r.module else "") for r in results[:limit]]
-    more = f" (+{len(results) - limit})" if len(results) > limit else ""
+def _nodes_text(checks, limit: int = 4) -> str:
+    shown = [f"{c.node}:{c.op}" for c in checks[:limit]]
+    more = f" (+{len(checks) - limit})" if len(checks) > limit else ""
     return "; ".join(shown) + more
-
-
-def fullgrad_error(gm: nn.Module, x: torch.Tensor) -> float | None:
-    """FullGrad completeness, once libragrad_fx.completeness exists (branch attr)."""
-    try:
-        from libragrad_fx import completeness
-    except ImportError:
-        return None
-    fn = getattr(completeness, "fullgrad_completeness", None)
-    if fn is None:
-        return None
-    return float(fn(gm, x, target=TARGET))
 
 
 def run_family(family: str, model_name: str | None = None, timeout: int = 900) -> Row:
@@ -287,14 +276,12 @@ def _run(row: Row) -> None:
     row.forward_exact = bool(torch.equal(expected, got))
     row.forward_max_diff = float((expected - got).abs().max()) if expected.shape == got.shape else float("inf")
 
-    other = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
-    residuals = local_completeness(gm, (x,), (other,))
-    incomplete = [r for r in residuals if not r.complete]
+    incomplete = lf.node_completeness(gm, x).violations
     reported = {u.node for u in report.unclassified}
     row.local_incomplete = len(incomplete)
     row.local_nodes = _nodes_text(incomplete)
-    row.silent = sum(1 for r in incomplete if r.node not in reported)
-    row.fullgrad = fullgrad_error(gm, x)
+    row.silent = sum(1 for c in incomplete if c.node not in reported)
+    row.fullgrad = float(lf.completeness(gm, x, TARGET, method="fullgrad").rel_error.max())
 
     zero_additive_constants(model, gm)
     row.ixg_bias_free = ixg_error(gm, x)
@@ -304,10 +291,14 @@ def _run(row: Row) -> None:
     elif incomplete:
         row.ixg_status = "fail"
     else:
-        # every node is locally complete: what is left are additive constants that are not
-        # named parameters (a computed positional encoding, a literal): say where they are
-        left = [r for r in local_completeness(gm, (x,), (other,)) if abs(r.residual[0]) > 1e-8]
-        row.ixg_status = "n/a: unnamed additive constants at " + _nodes_text(left) if left else "fail"
+        # every op is locally complete: what is left are additive constants that are not named
+        # parameters (a computed positional encoding, a literal, f(0) of an identity rule): FullGrad
+        # finds them in the graph; say where they are
+        result = FullGrad(gm).decompose(x, TARGET)
+        scale = float(result.output.abs().max())
+        left = [name for name, share in result.biases.items() if float(share.abs().max()) > 1e-6 * scale]
+        row.ixg_status = ("n/a: additive constants that are not parameters at " + ", ".join(left[:4])
+                          + (f" (+{len(left) - 4})" if len(left) > 4 else "")) if left else "fail"
     _verdict(row)
 
 
@@ -371,9 +362,9 @@ def summary(rows: list[Row], command: str) -> str:
         f"parameters): {len(ixg_na)}",
         f"- families with an input-dependent nonlinear op neither rewritten nor reported (silent): {len(silent)}",
         "",
-        "Local completeness is checked node by node (`libragrad_fx.local_check`): a node whose residual "
-        "y - J~x moves with the input is where completeness breaks. *Silent* counts such nodes that the "
-        "report does not list as unclassified.",
+        "Local completeness is checked op by op (`libragrad_fx.node_completeness`): an op where "
+        "y != J~x + b under the rewritten backward is where completeness breaks. *Silent* counts such ops "
+        "that the report does not list as unclassified.",
         "",
     ]
     failures = [r for r in rows if r.status != "pass"]
