@@ -45,6 +45,7 @@ ADDITIVE: dict[str, tuple[str, ...]] = {
     # linear maps with a bias
     "linear": ("bias",), "conv": ("bias",), "conv_transpose": ("bias",), "bilinear": ("bias",),
     "addmm": ("input",), "addmv": ("input",), "addbmm": ("input",), "baddbmm": ("input",),
+    "addcmul": ("input",), "addcdiv": ("input",),  # ResMLP's Affine: beta + alpha * x
     # sums and differences
     "add": ("input", "other"), "sub": ("input", "other"), "rsub": ("input", "other"), "lerp": ("input", "end"),
     # structure with a constant part: class/register tokens, padding, masks, scatters

@@ -201,13 +201,14 @@ def node_completeness(model: nn.Module, inputs: Inputs, *, preset: str | None = 
                               else gm.libragrad_report.model, explainer.preset, tol)
     wrapped = {unit[0] for unit in biases.units.values()}
     sites = {s.node for s in biases.sites}
+    runner = fx.Interpreter(gm)  # runs gm's own nodes (the tapped copy may spell an in-place op otherwise)
     for node in gm.graph.nodes:
         if node not in biases.live or node in wrapped or not node.op.startswith("call"):
             continue
         if not _floats(values.get(node)):
             continue
         unit = biases.units.get(node, (node,))
-        outputs, inputs = _rerun(recorder, unit, biases, values)
+        outputs, inputs = _rerun(runner, unit, biases, values)
         error = _projected_error(outputs, _bias_of(node, outputs, constants), inputs, probes, generator)
         report.checks.append(NodeCheck(node.name, spelling(unit, biases.analysis), error, node.name in sites))
     return report
@@ -225,7 +226,7 @@ def _bias_of(node: fx.Node, outputs: list[Tensor], constants: dict[str, Tensor])
     return [constants.get(f"{node.name}[{i}]") for i in range(len(outputs))]
 
 
-def _rerun(recorder: _Recorder, unit: tuple[fx.Node, ...], biases: Biases,
+def _rerun(runner: fx.Interpreter, unit: tuple[fx.Node, ...], biases: Biases,
            values: dict) -> tuple[list[Tensor], list[Tensor]]:
     """The op ``unit`` alone on its recorded inputs: (its outputs, its input-dependent operands as the
     leaves they were computed from)."""
@@ -251,7 +252,7 @@ def _rerun(recorder: _Recorder, unit: tuple[fx.Node, ...], biases: Biases,
 
             args = fx.node.map_arg(node.args, value)
             kwargs = fx.node.map_arg(node.kwargs, value)
-            local[node] = getattr(recorder, node.op)(node.target, args, kwargs)
+            local[node] = getattr(runner, node.op)(node.target, args, kwargs)
     return pytree.tree_leaves(local[unit[-1]]), [leaf for a in streams for leaf in pytree.tree_leaves(leaves[a])]
 
 

@@ -135,7 +135,7 @@ def _wrap(rw: _Rewriter, edit: Wrap) -> None:
     node = rw.current(edit.node)
     op = describe(node, gm)
     if op is not None and op.inplace:
-        new_node = _out_of_place(graph, gm, node, op)
+        new_node = out_of_place(graph, gm, node, op)
         rw.moved[node] = new_node
         node = new_node
     args = tuple(rw.resolve(a, node) for a in edit.args)
@@ -180,7 +180,7 @@ _MODULE_FUNCTIONS = {
 }
 
 
-def _out_of_place(graph: fx.Graph, gm: fx.GraphModule, node: fx.Node, op) -> fx.Node:
+def out_of_place(graph: fx.Graph, gm: fx.GraphModule, node: fx.Node, op) -> fx.Node:
     """The same op without mutation; the user's modules are left as they are."""
     x = op.input
     if node.op == "call_module":

@@ -30,6 +30,7 @@ def extend(gm: fx.GraphModule, builder: Builder) -> fx.GraphModule:
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     output = graph.graph_copy(gm.graph, env)
+    _out_of_place(graph, gm, env)
     extra = builder(graph, env)
     info = getattr(gm.graph._codegen, "pytree_info", None)
     if info is not None and info.out_spec is not None:
@@ -45,6 +46,31 @@ def extend(gm: fx.GraphModule, builder: Builder) -> fx.GraphModule:
     if hasattr(gm, "_in_spec"):  # torch.export's modules flatten their inputs with it
         out._in_spec = gm._in_spec
     return out
+
+
+def _out_of_place(graph: fx.Graph, gm: fx.GraphModule, env: dict[fx.Node, fx.Node]) -> None:
+    """Make the copy's in-place ops out-of-place (``ReLU(inplace=True)`` after a BatchNorm): a tapped
+    value must be the value at its node, not what a later op wrote into the same tensor, and the
+    gradient taken with respect to it must be that node's."""
+    from .rewrite import _MODULE_FUNCTIONS, out_of_place
+    from .spelling import describe
+
+    copies = {copy_: original for original, copy_ in env.items()}
+    for node in list(graph.nodes):
+        if not node.op.startswith("call"):
+            continue
+        op = describe(node, gm)
+        if op is None or not op.inplace or not isinstance(op.input, fx.Node):
+            continue
+        if node.op == "call_module" and type(op.module) not in _MODULE_FUNCTIONS:
+            continue  # no functional form known: left as it is
+        name = node.name
+        new = out_of_place(graph, gm, node, op)
+        # callers find the copy's nodes by the original's names; the erased node's name is free again
+        new.name = name
+        graph._graph_namespace._rename_object(new, name)
+        if node in copies:
+            env[copies[node]] = new
 
 
 def tap(gm: fx.GraphModule, nodes: Sequence[fx.Node]) -> fx.GraphModule:

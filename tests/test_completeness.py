@@ -165,3 +165,34 @@ def test_a_minus_inf_padding_is_a_constant_not_a_violation():
     gm = lf.transform(model, x, capture="export")
     report = lf.node_completeness(gm, x)
     assert report.checks and not report.violations, str(report)
+
+
+class InPlaceAfterSite(nn.Module):
+    """A bias site read by an in-place op (ResNet's BatchNorm -> ReLU(inplace=True)), and ResMLP's
+    Affine spelt ``torch.addcmul(beta, alpha, x)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.ReLU(inplace=True)
+        self.alpha = nn.Parameter(torch.rand(4) + 0.5)
+        self.beta = nn.Parameter(torch.randn(4))
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.act(self.bn(self.conv(x))).mean((2, 3))
+        return self.fc(torch.addcmul(self.beta, self.alpha, h))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_fullgrad_reads_a_site_before_an_in_place_op_overwrites_it(capture):
+    torch.manual_seed(0)
+    model = InPlaceAfterSite().eval()
+    with torch.no_grad():
+        model.bn.running_mean.normal_()
+        model.bn.bias.normal_()
+    x = torch.randn(2, 3, 8, 8)
+    gm = lf.transform(model, x, capture=capture)
+    assert float(lf.completeness(gm, x, 1, method="fullgrad").rel_error.max()) < 1e-4
+    assert not lf.node_completeness(gm, x).violations
