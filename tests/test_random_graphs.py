@@ -76,12 +76,16 @@ class Norm(nn.Module):
 NORMS = ("layer_norm", "rms_norm", "group_norm", "layer_norm_by_hand", "rms_norm_by_hand", "f_normalize")
 
 
-class Activation(nn.Module):
+class _LinearThen(nn.Module):
+    """A linear layer followed by the construct ``kind`` (subclasses spell it out)."""
+
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
         self.fc = _linear()
 
+
+class Activation(_LinearThen):
     def forward(self, x):
         h = self.fc(x)
         k = self.kind
@@ -185,12 +189,7 @@ class Concat(nn.Module):
         return self.merge(torch.cat([F.gelu(self.a(x)), self.b(x)], dim=-1))
 
 
-class DivideByNorm(nn.Module):
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
-        self.fc = _linear()
-
+class DivideByNorm(_LinearThen):
     def forward(self, x):
         h = self.fc(x)
         if self.kind == "l2":
