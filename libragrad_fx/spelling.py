@@ -238,6 +238,9 @@ _POSITIONAL = {
     "index_fill": ("input", "dim", "index", "value"),
     "fill": ("input", "value"),
     "lerp": ("input", "end", "weight"),
+    # torch.conv2d(x, w, b, ...) has a padding-as-string overload (NF-Net's standardised convolutions)
+    "conv": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    "linear": ("input", "weight", "bias"),
     "scatter": ("input", "dim", "index", "src"),
 }
 _BINARY = ("input", "other", "alpha")

@@ -341,8 +341,9 @@ class Ambiguous(nn.Module):
 
     def forward(self, x):
         mask = x > 0
-        return (x.masked_fill(mask, 2.0) + torch.lerp(x, x * 2, 0.3) + x.scatter(1, torch.zeros_like(x).long(), 1.0)
-                + torch.masked_fill(x, mask, 3.0))
+        y = (x.masked_fill(mask, 2.0) + torch.lerp(x, x * 2, 0.3) + x.scatter(1, torch.zeros_like(x).long(), 1.0)
+             + torch.masked_fill(x, mask, 3.0))
+        return torch.conv2d(y[:, None, :, None], torch.ones(2, 1, 1, 1), torch.ones(2), 1, 0, 1, 1)
 
 
 def test_ambiguous_schemas_get_their_argument_names():
@@ -353,6 +354,7 @@ def test_ambiguous_schemas_get_their_argument_names():
     assert set(named["masked_fill"]) == {"input", "mask", "value"} and named["masked_fill"]["value"] in (2.0, 3.0)
     assert named["lerp"]["weight"] == 0.3 and named["lerp"]["end"].name == "mul"
     assert named["scatter"]["src"] == 1.0
+    assert {"weight", "bias", "groups"} <= set(named["conv"]) and named["conv"]["groups"] == 1
 
 
 class TrainModeBatchNorm(nn.Module):
