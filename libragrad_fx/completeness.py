@@ -219,6 +219,16 @@ def _floats(value: Any) -> bool:
     return bool(leaves) and all(isinstance(v, Tensor) and v.is_floating_point() for v in leaves)
 
 
+def _any_floats(value: Any) -> bool:
+    return any(isinstance(v, Tensor) and v.is_floating_point() for v in pytree.tree_leaves(value))
+
+
+def _leaf(value: Any) -> Any:
+    if isinstance(value, Tensor) and value.is_floating_point():
+        return value.detach().requires_grad_(True)
+    return value
+
+
 def _bias_of(node: fx.Node, outputs: list[Tensor], constants: dict[str, Tensor]) -> list[Tensor | None]:
     """The bias entering each output of ``node`` (a tuple-valued op has one per element), or None."""
     if node.name in constants:
@@ -233,10 +243,11 @@ def _rerun(runner: fx.Interpreter, unit: tuple[fx.Node, ...], biases: Biases,
     streams = []
     for node in unit:
         for _, arg in biases.analysis.dep_args(node):
-            if arg not in unit and arg not in streams and _floats(values.get(arg)):
+            if arg not in unit and arg not in streams and _any_floats(values.get(arg)):
                 streams.append(arg)
     # each stream (a tensor, or a tuple of them such as unbind's) as fresh leaves of its own
-    leaves = {arg: pytree.tree_map(lambda t: t.detach().requires_grad_(True), values[arg]) for arg in streams}
+    # (max(x, dim) gives values and indices: only the float elements are leaves)
+    leaves = {arg: pytree.tree_map(_leaf, values[arg]) for arg in streams}
     local: dict[fx.Node, Any] = {}
     with torch.enable_grad():
         for node in unit:
@@ -253,7 +264,8 @@ def _rerun(runner: fx.Interpreter, unit: tuple[fx.Node, ...], biases: Biases,
             args = fx.node.map_arg(node.args, value)
             kwargs = fx.node.map_arg(node.kwargs, value)
             local[node] = getattr(runner, node.op)(node.target, args, kwargs)
-    return pytree.tree_leaves(local[unit[-1]]), [leaf for a in streams for leaf in pytree.tree_leaves(leaves[a])]
+    return pytree.tree_leaves(local[unit[-1]]), [leaf for a in streams for leaf in pytree.tree_leaves(leaves[a])
+                                                 if leaf.requires_grad]
 
 
 def _projected_error(outputs: list[Tensor], bias: list[Tensor | None], inputs: list[Tensor], probes: int,

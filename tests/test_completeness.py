@@ -196,3 +196,25 @@ def test_fullgrad_reads_a_site_before_an_in_place_op_overwrites_it(capture):
     gm = lf.transform(model, x, capture=capture)
     assert float(lf.completeness(gm, x, 1, method="fullgrad").rel_error.max()) < 1e-4
     assert not lf.node_completeness(gm, x).violations
+
+
+class MaxOverTokens(nn.Module):
+    """VOLO's head: the class token's logits plus half the max over the other tokens' (max with indices)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        logits = self.head(x)
+        return logits[:, 0] + 0.5 * logits[:, 1:].max(1)[0]
+
+
+def test_an_op_reading_the_values_of_a_values_and_indices_pair_is_checked_on_its_values():
+    torch.manual_seed(0)
+    model = MaxOverTokens().eval()
+    x = torch.randn(2, 5, 8)
+    gm = lf.transform(model, x)
+    report = lf.node_completeness(gm, x)
+    assert report.checks and not report.violations, str(report)
+    assert float(lf.completeness(gm, x, 1, method="fullgrad").rel_error.max()) < 1e-4
