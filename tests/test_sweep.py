@@ -32,3 +32,7 @@ def test_resnet_needs_no_rewrite():
     """Piecewise-linear networks are complete as they are: the report must say nothing needed rewriting."""
     row = sweep.run_family("resnet")
     assert row.status == "pass" and row.rewrites == {} and row.ixg_vanilla < sweep.TOLERANCE
+
+
+def test_every_family_the_issue_names_is_in_the_sweep():
+    assert {f for families in sweep.ISSUE_FAMILIES.values() for f in families} <= set(sweep.FAMILIES)
