@@ -316,7 +316,11 @@ def _run(row: Row) -> None:
     row.local_nodes = _nodes_text(incomplete)
     row.silent = sum(1 for c in incomplete if c.node not in reported)
     row.fullgrad_f32 = float(lf.completeness(gm, x, TARGET, method="fullgrad").rel_error.max())
-    row.fullgrad = float(lf.completeness(in_float64(gm), x.double(), TARGET, method="fullgrad").rel_error.max())
+    try:
+        row.fullgrad = float(lf.completeness(in_float64(gm), x.double(), TARGET, method="fullgrad").rel_error.max())
+    except Exception as error:  # a graph holding float32 tensors that .double() does not reach
+        row.fullgrad = row.fullgrad_f32
+        row.notes += f" | FullGrad in float32 (no float64 copy: {_first_line(error)[:120]})"
 
     zero_additive_constants(model, gm)
     row.ixg_bias_free = ixg_error(gm, x)
