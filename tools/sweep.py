@@ -368,6 +368,31 @@ def write_csv(rows: list[Row], path: Path) -> None:
             writer.writerow(data)
 
 
+def read_csv(path: Path) -> list[Row]:
+    """The rows a previous run wrote (to re-run a few families into it: ``--rerun``)."""
+    rows = []
+    with path.open(newline="") as handle:
+        for data in csv.DictReader(handle):
+            row = Row(data["family"], data["model"])
+            for name, value in data.items():
+                default = getattr(Row(data["family"], data["model"]), name)
+                kind = Row.__dataclass_fields__[name].type
+                if name == "rewrites":
+                    setattr(row, name, json.loads(value or "{}"))
+                elif value == "":
+                    setattr(row, name, None if "None" in str(kind) else default)
+                elif "bool" in str(kind):
+                    setattr(row, name, value == "True")
+                elif "int" in str(kind):
+                    setattr(row, name, int(value))
+                elif "float" in str(kind):
+                    setattr(row, name, float(value))
+                else:
+                    setattr(row, name, value)
+            rows.append(row)
+    return rows
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -456,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--all", action="store_true", help="every family (about an hour on 2 cores)")
     which.add_argument("--subset", choices=["ci"], help="the CI subset")
     which.add_argument("--models", help="comma-separated family names (see FAMILIES)")
+    which.add_argument("--rerun", help="comma-separated families to run again into the existing --out results")
     parser.add_argument("--out", default=str(ROOT / "docs" / "sweep"), help="output folder")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per family")
@@ -466,18 +492,25 @@ def main(argv: list[str] | None = None) -> int:
     elif args.subset:
         families = list(CI_SUBSET)
     else:
-        families = [f.strip() for f in args.models.split(",") if f.strip()]
+        families = [f.strip() for f in (args.models or args.rerun).split(",") if f.strip()]
         unknown = [f for f in families if f not in FAMILIES]
         if unknown:
             parser.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python tools/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows = []
+    rows: list[Row] = []
+    if args.rerun:
+        rows = read_csv(out / "sweep.csv")
+        command = (out / "SUMMARY.md").read_text().split("`")[1] + f"` then `{command}"
     for family in families:
         start = time.perf_counter()
         row = run_family(family, timeout=args.timeout)
-        rows.append(row)
+        index = next((i for i, r in enumerate(rows) if r.family == family), None)
+        if index is None:
+            rows.append(row)
+        else:
+            rows[index] = row
         print(f"{family:28s} {row.model:36s} {row.capture or '-':15s} {row.status:14s} "
               f"{time.perf_counter() - start:6.1f}s  {row.reason[:150]}", flush=True)
         write_csv(rows, out / "sweep.csv")
