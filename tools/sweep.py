@@ -127,7 +127,7 @@ CI_SUBSET = ("resnet", "efficientnet", "mobilenetv3", "convnext", "swin_transfor
              "mlp_mixer", "mlp_mixer/resmlp", "metaformer/poolformer", "levit", "focalnet")
 
 # Parameters and buffers that enter the model additively, by the name their modules give them.
-ADDITIVE = re.compile(r"(^|[._])bias(_\w+)?$|(^|\.)beta$|running_mean$|pos_?emb|position_?emb|(^|[._])(cls|reg|dist)_tokens?\d*(\.|$)"
+ADDITIVE = re.compile(r"(^|[._])bias(_\w+)?$|(^|\.)beta$|running_mean$|pos_?emb|position_?emb|(^|[._])(cls|reg|dist)_tokens?([._]?\d+)?(\.|$)"
                       r"|(^|[._])(patch|pixel)_pos(\.|$)")
 
 
