@@ -502,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     if args.rerun:
         rows = read_csv(out / "sweep.csv")
-        command = (out / "SUMMARY.md").read_text().split("`")[1] + f"` then `{command}"
+        previous = (out / "SUMMARY.md").read_text().split("Command: ", 1)[1].split(" (torch", 1)[0]
+        command = previous.strip("`") + f"` then `{command}"
     for family in families:
         start = time.perf_counter()
         row = run_family(family, timeout=args.timeout)
