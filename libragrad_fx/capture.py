@@ -29,7 +29,7 @@ import torch.nn as nn
 from .rules import GRAPH_FUNCTIONS
 from .spelling import MODULE_OPS
 
-__all__ = ["Capture", "CaptureError", "capture", "opaque_leaves", "METHODS"]
+__all__ = ["Capture", "CaptureError", "capture", "export_program", "opaque_leaves", "METHODS"]
 
 
 class CaptureError(RuntimeError):
@@ -130,9 +130,15 @@ def _trace_fx(model: nn.Module, concrete_args: dict[str, Any], leaves: bool) -> 
                                        autowrap_functions=tuple(timm.layers.get_notrace_functions()) + GRAPH_FUNCTIONS)
     else:
         tracer = fx.Tracer(autowrap_functions=GRAPH_FUNCTIONS)
-    graph = tracer.trace(model, concrete_args=concrete_args or None)
-    name = type(model).__name__
-    return fx.GraphModule(tracer.root, graph, name)
+    before = set(vars(model))
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args or None)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    finally:
+        # the tracer stores tensors made during forward (RoPE tables...) on the model as
+        # `_tensor_constantN`; the GraphModule has its own copy, and the user's model stays as it was
+        for added in set(vars(model)) - before:
+            delattr(model, added)
 
 
 def opaque_leaves(gm: fx.GraphModule) -> list[fx.Node]:
@@ -154,8 +160,16 @@ def _as_tuple(example_inputs: Any) -> tuple:
     return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
-def _export(model: nn.Module, example_inputs: tuple, example_kwargs: dict, notes: list[str]) -> fx.GraphModule:
+def export_program(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None,
+                   notes: list[str] | None = None) -> torch.export.ExportedProgram:
+    """Non-strict ``torch.export`` with a dynamic batch dimension (then automatic dims, then static).
+
+    The program is left in torch.export's default (training) IR: never call ``run_decompositions()``
+    on it, which turns ``detach`` into ``alias`` and so silently drops the rules written with detach.
+    """
     from torch.export import Dim
+
+    notes = [] if notes is None else notes
 
     tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
     if tensors and tensors[0].dim() > 0 and tensors[0].shape[0] == 1:
@@ -180,7 +194,7 @@ def _export(model: nn.Module, example_inputs: tuple, example_kwargs: dict, notes
             continue
         if label != "dynamic batch":
             notes.append(f"torch.export: {label} (a dynamic batch dimension was refused)")
-        return program.module()
+        return program
     raise errors[0]
 
 
@@ -241,7 +255,7 @@ def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dic
             "pass example_inputs so that torch.export can capture it")
     try:
         with preserved_state(model):
-            gm = _export(model, inputs, dict(example_kwargs or {}), notes)
+            gm = export_program(model, inputs, dict(example_kwargs or {}), notes).module()
     except Exception as error:
         failures.append(f"torch.export: {_first_error_line(error)}")
         raise CaptureError(f"cannot capture {type(model).__name__}: " + "; ".join(failures)) from error
