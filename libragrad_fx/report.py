@@ -65,6 +65,15 @@ class Report:
             "notes": list(self.notes), "forward_check": self.forward_check,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Report":
+        """The inverse of :meth:`to_dict` (e.g. a report stored in an exported ``.pt2``)."""
+        rows = {key: [Rewritten(**r) for r in data.get(key, [])] for key in ("rewritten", "skipped", "head")}
+        return cls(model=data["model"], preset=data["preset"], capture=data["capture"], nodes=data["nodes"],
+                   unclassified=[Unclassified(**u) for u in data.get("unclassified", [])],
+                   complete=dict(data.get("complete", {})), pruned=data.get("pruned", 0),
+                   notes=list(data.get("notes", [])), forward_check=data.get("forward_check"), **rows)
+
     def warn(self) -> None:
         if self.unclassified:
             ops = ", ".join(sorted({u.op for u in self.unclassified}))
