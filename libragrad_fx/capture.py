@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import logging
 import os
 import traceback
@@ -108,14 +109,16 @@ def _first_error_line(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet_export() -> Iterator[None]:
-    """torch.export logs whole graphs when a guard fails; the error we raise says what matters."""
+    """torch.export logs whole graphs when a guard fails, and prints the partial graph of a failed
+    export to stderr; the error we raise says what matters, in one line."""
     loggers = [logging.getLogger(name) for name in ("torch.fx.experimental.symbolic_shapes", "torch._dynamo",
                                                      "torch.export", "torch._export")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR + 10)
     try:
-        yield
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
