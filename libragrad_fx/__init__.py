@@ -10,4 +10,4 @@ from .capture import CaptureError  # noqa: E402
 from .report import Report, UnclassifiedOpWarning  # noqa: E402
 from .transform import PRESETS, transform  # noqa: E402
 
-__all__ = ["transform", "PRESETS", "Report", "CaptureError", "UnclassifiedOpWarning"]
+__all__ = ["transform", "PRESETS", "Report", "CaptureError", "UnclassifiedOpWarning", "passes", "rules"]
