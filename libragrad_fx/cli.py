@@ -2,14 +2,14 @@
 
     libragrad-fx inspect MODEL [--preset P] [--format text|json|dot]
     libragrad-fx diff    MODEL [--preset P] [--format text|json]
-    libragrad-fx check   MODEL [--preset P] [--json]
+    libragrad-fx check   MODEL [--preset P] [--tol T] [--json]
     libragrad-fx explain MODEL (--image PATH | --random) --out FILE.png [--method M] [--target N] [--compare] [--json]
     libragrad-fx export  MODEL --out FILE.pt2 [--preset P]
 
 MODEL is ``timm:NAME``, ``package.module:factory``, a bundled model name or a ``.pt2`` file written
-by ``export`` (:mod:`libragrad_fx.specs`). Exit codes: 0 success, 1 ``check``/``explain`` found a
-property that does not hold, 2 bad input or a model the tool cannot handle (one line on stderr;
-``--debug`` adds the traceback).
+by ``export`` (:mod:`libragrad_fx.specs`). Exit codes: 0 success, 1 ``check`` found a property
+that does not hold, 2 bad input or a model the tool cannot handle (one line on stderr; ``--debug``
+adds the traceback).
 """
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ import torch
 __all__ = ["main", "build_parser"]
 
 PROG = "libragrad-fx"
+
+EXPLAIN_METHODS = {
+    "ixg": "InputXGradient", "fullgrad": "FullGrad", "ig": "IntegratedGradients", "gradient": "Gradient",
+    "smoothgrad": "SmoothGrad", "gradcam": "GradCAM", "hirescam": "HiResCAM", "xgradcam": "XGradCAM",
+    "rollout": "AttentionRollout", "gae": "GAE",
+}
+# methods whose maps add up to what they explain, and the name completeness() knows them by
+_COMPLETE = {"ixg": "input_x_gradient", "fullgrad": "fullgrad", "ig": "integrated_gradients"}
+_SIGNED = {"ixg", "fullgrad", "ig", "gradient", "smoothgrad"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--format", choices=("text", "json"), default="text")
     sub.add_argument("--context", type=int, default=1, help="lines of context in the code diff (default 1)")
     sub.set_defaults(run=_cmd_diff)
+
+    sub = commands.add_parser("check", parents=[model, rewrite], help="forward equality, completeness, timings")
+    sub.add_argument("--tol", type=float, default=1e-4, help="relative completeness error allowed (default 1e-4)")
+    sub.add_argument("--json", action="store_true", help="print the results as JSON")
+    sub.set_defaults(run=_cmd_check)
+
+    sub = commands.add_parser("explain", parents=[model, rewrite], help="a heat map of one prediction (PNG)")
+    source = sub.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", metavar="PATH", help="an image file (resized and normalised for the model)")
+    source.add_argument("--random", action="store_true", help="a random input (seeded by --seed)")
+    sub.add_argument("--method", default="ixg", choices=list(EXPLAIN_METHODS), help="attribution method (default ixg)")
+    sub.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
+    sub.add_argument("--compare", action="store_true", help="the vanilla map beside the LibraGrad one")
+    sub.add_argument("--out", required=True, metavar="FILE.png")
+    sub.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    sub.set_defaults(run=_cmd_explain)
 
     sub = commands.add_parser("export", parents=[model, rewrite], help="torch.export the transformed model (.pt2)")
     sub.add_argument("--out", required=True, metavar="FILE.pt2")
@@ -314,6 +339,152 @@ def _cmd_export(args: argparse.Namespace) -> int:
           f"on a batch of {x.shape[0]}")
     print(f"load it with: import libragrad_fx, torch; m = torch.export.load({args.out!r}).module()")
     return 0
+
+
+# --- check -----------------------------------------------------------------------------------------
+
+def _need_attribution(command: str) -> None:
+    """check and explain run the attribution layer (issue 3)."""
+    import importlib.util
+
+    from .errors import UsageError
+
+    if importlib.util.find_spec("libragrad_fx.attr") is None or importlib.util.find_spec(
+            "libragrad_fx.completeness") is None:
+        raise UsageError(f"{command} needs libragrad_fx.attr and libragrad_fx.completeness, which this "
+                         "installation lacks: install a libragrad-fx that ships them")
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    import time
+
+    _need_attribution("check")
+    from .checks import run_checks
+    from .export import decomposed_rules, reference_mismatch
+
+    loaded, x = _load(args)
+    if loaded.kind == "pt2":
+        _same_preset(loaded, args)
+        pieces = decomposed_rules(loaded.exported.program)
+        unreadable = (f"torch.export traced {'; '.join(pieces)} into pieces that the completeness analysis "
+                      "cannot read back yet; check the original model instead") if pieces else None
+        report = run_checks(loaded.label, loaded.model, x, forward=lambda: reference_mismatch(loaded.exported),
+                            preset=args.preset, tol=args.tol, unreadable=unreadable)
+    else:
+        start = time.perf_counter()
+        gm = _transform(loaded, x, args)
+        seconds = time.perf_counter() - start
+        report = run_checks(loaded.label, gm, x, original=loaded.model, preset=args.preset, tol=args.tol,
+                            transform=lambda m: _transform_module(m, x, args), timings={"transform": seconds})
+    _emit(json.dumps(report.to_dict(), indent=2) if args.json else str(report), None)
+    return 0 if report.ok else 1
+
+
+def _transform_module(model, x: torch.Tensor, args: argparse.Namespace):
+    from .transform import transform
+
+    return transform(model, x, preset=args.preset, capture=args.capture)
+
+
+def _same_preset(loaded, args: argparse.Namespace) -> None:
+    from .errors import UsageError
+
+    made = loaded.exported.report.preset if loaded.exported.report is not None else None
+    if made is not None and args.preset != made:
+        raise UsageError(f"{loaded.label} was exported with preset {made!r}: run on the original model for "
+                         f"preset {args.preset!r}")
+
+
+# --- explain ---------------------------------------------------------------------------------------
+
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .images import load_image
+
+    _need_attribution("explain")
+    if not args.out.endswith(".png"):
+        from .errors import UsageError
+
+        raise UsageError(f"--out {args.out!r} must end in .png")
+    loaded, x = _load(args)
+    picture = None
+    if args.image:
+        x, picture = load_image(args.image, x.shape, loaded.mean, loaded.std)
+    panels = []
+    if args.compare:
+        _no_pt2(loaded, "explain --compare")
+        panels.append(_explain_one(loaded.model, x, args, "vanilla"))
+    if loaded.kind == "pt2":
+        _same_preset(loaded, args)
+        panels.append(_explain_one(loaded.model, x, args, args.preset, transformed=True))
+    else:
+        panels.append(_explain_one(loaded.model, x, args, args.preset))
+    _save_panels(panels, x, picture, loaded, args)
+    result = {"model": loaded.label, "method": args.method, "input": args.image or "random",
+              "out": args.out, "explanations": [p["numbers"] for p in panels]}
+    if args.json:
+        _emit(json.dumps(result, indent=2), None)
+    else:
+        for p in panels:
+            n = p["numbers"]
+            line = f"{n['preset']:>10}  {args.method}: target {n['target']}, f_t(x) {n['logit']:.5g}"
+            if "attributed" in n:
+                line += (f", attribution sum {n['attributed']:.5g} (complete: {n['expected']:.5g}), "
+                         f"error {n['abs_error']:.2e} (relative {n['rel_error']:.2e})")
+            print(line)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _explain_one(model, x: torch.Tensor, args: argparse.Namespace, preset: str, transformed: bool = False) -> dict:
+    from . import attr
+    from .completeness import completeness
+
+    method_cls = getattr(attr, EXPLAIN_METHODS[args.method])
+    explainer = method_cls(model) if transformed else method_cls(model, preset=preset, capture=args.capture)
+    with torch.no_grad():
+        output = explainer.forward((x,))
+    classes = output.shape[-1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
+    if args.target is not None and classes is not None and not 0 <= args.target < classes:
+        from .errors import UsageError
+
+        raise UsageError(f"--target {args.target} is out of range: the model has {classes} classes (0..{classes - 1})")
+    index = attr.targets(output, args.target)
+    logit = float(attr.target_values(output, index)[0])
+    heat = explainer.attribute(x, target=index)
+    numbers = {"preset": preset, "target": int(index[0]), "logit": logit}
+    if args.method in _COMPLETE:
+        check = completeness(model if transformed else explainer.graph_module((x,)), x, target=index,
+                             method=_COMPLETE[args.method])
+        numbers.update(attributed=float(check.attributed[0]), expected=float(check.reference[0]),
+                       abs_error=float(check.abs_error[0]), rel_error=float(check.rel_error[0]))
+    return {"numbers": numbers, "map": heat[0].detach() if isinstance(heat, torch.Tensor) else heat[0][0].detach()}
+
+
+def _save_panels(panels: list[dict], x: torch.Tensor, picture, loaded, args: argparse.Namespace) -> None:
+    from matplotlib.figure import Figure
+
+    from .viz import to_heatmap, to_image
+
+    image = to_image(picture) if picture is not None else to_image(x[0])
+    size = image.shape[:2]
+    figure = Figure(figsize=(4 * len(panels), 4.4), dpi=100, layout="constrained")
+    for i, panel in enumerate(panels):
+        heat = to_heatmap(panel["map"], size)
+        signed = args.method in _SIGNED
+        bound = float(abs(heat).max()) or 1.0
+        low, high = (-bound, bound) if signed else (float(heat.min()), float(heat.max()) or 1.0)
+        axes = figure.add_subplot(1, len(panels), i + 1)
+        axes.imshow(image, interpolation="nearest")
+        axes.imshow(heat, cmap="bwr" if signed else "jet", alpha=0.55, vmin=low, vmax=high, interpolation="bilinear")
+        axes.set_axis_off()
+        n = panel["numbers"]
+        title = f"{n['preset']} {args.method}, target {n['target']}"
+        if "rel_error" in n:
+            title += f"\ncompleteness error {n['rel_error']:.1e}"
+        axes.set_title(title, fontsize=9)
+    figure.savefig(args.out, format="png")
 
 
 def _gradient_gap(a: Callable, b: Callable, x: torch.Tensor) -> float:

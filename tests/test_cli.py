@@ -5,6 +5,7 @@ installed entry point end to end.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -219,3 +220,80 @@ def test_console_script_is_declared():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
     assert scripts["libragrad-fx"] == "libragrad_fx.cli:main"
+
+
+# --- check and explain (they run the attribution layer, libragrad_fx.attr) -------------------------
+
+needs_attr = pytest.mark.skipif(
+    importlib.util.find_spec("libragrad_fx.attr") is None or importlib.util.find_spec("libragrad_fx.completeness") is None,
+    reason="check/explain run libragrad_fx.attr and libragrad_fx.completeness (issue 3, branch attr), not merged here")
+
+
+@needs_attr
+def test_check_holds_on_vit_and_exits_0(capsys):
+    code, out, err = cli(capsys, "check", *VIT, "--json")
+    assert code == 0, out + err
+    data = json.loads(out)
+    assert data["ok"] is True
+    names = [c["name"] for c in data["checks"]]
+    assert names == ["forward bit-identical", "FullGrad completeness", "bias-free Input x Gradient completeness",
+                     "local completeness (every op)"]
+    assert all(c["ok"] is True for c in data["checks"])
+    assert all(c["error"] < 1e-4 for c in data["checks"][1:])
+    assert {"transform", "libragrad fwd+bwd", "vanilla fwd+bwd", "ratio"} <= set(data["timings"])
+
+
+@needs_attr
+def test_check_fails_with_exit_1_when_a_family_is_off(capsys):
+    """no-norm leaves LayerNorm's backward vanilla: completeness must break, and say where."""
+    code, out, _ = cli(capsys, "check", *VIT, "--preset", "no-norm")
+    assert code == 1
+    assert "FAIL FullGrad completeness" in out and "FAIL local completeness" in out
+    assert "layer_norm (F.layer_norm" in out and "some checks do not hold" in out
+
+
+@needs_attr
+def test_check_reads_an_exported_file(capsys, exported):
+    code, out, err = cli(capsys, "check", exported, "--json")
+    assert code == 0, out + err
+    checks = json.loads(out)["checks"]
+    assert checks[0]["name"] == "forward = recorded at export" and all(c["ok"] for c in checks)
+
+
+@needs_attr
+def test_explain_writes_a_png_and_the_numbers(capsys, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "in.png"
+    Image.fromarray((torch.rand(40, 56, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(image)
+    out_png = tmp_path / "map.png"
+    code, out, err = cli(capsys, "explain", *VIT, "--image", str(image), "--method", "fullgrad", "--compare",
+                         "--target", "3", "--out", str(out_png), "--json")
+    assert code == 0, err
+    with Image.open(out_png) as png:
+        assert png.format == "PNG" and png.size[0] > png.size[1]  # two panels side by side
+    vanilla, libragrad = json.loads(out)["explanations"]
+    assert vanilla["preset"] == "vanilla" and libragrad["preset"] == "libragrad"
+    assert vanilla["target"] == libragrad["target"] == 3 and vanilla["logit"] == libragrad["logit"]
+    assert libragrad["rel_error"] < 1e-4 < vanilla["rel_error"]
+
+
+@needs_attr
+@pytest.mark.parametrize("method", ["ixg", "gradcam"])
+def test_explain_random_input_text_output(capsys, tmp_path, method):
+    out_png = tmp_path / f"{method}.png"
+    code, out, err = cli(capsys, "explain", *VIT, "--random", "--method", method, "--out", str(out_png))
+    assert code == 0, err
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"libragrad  {method}: target " in out
+    assert ("error" in out) == (method == "ixg")  # completeness is defined for additive maps only
+
+
+@needs_attr
+def test_explain_bad_input(capsys, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    for argv, expected in [(["--image", str(broken)], "cannot read image"),
+                           (["--random", "--target", "7"], "out of range: the model has 5 classes")]:
+        code, _, err = cli(capsys, "explain", *VIT, *argv, "--out", str(tmp_path / "x.png"))
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
