@@ -272,19 +272,26 @@ def _render_inspect(label: str, shape: tuple[int, ...], report, data: dict) -> s
 
 
 def _family_tables(title: str, rows: list) -> list[str]:
-    """Rows grouped by family; a node with several edits (query and key detached) on one line."""
+    """Rows grouped by family, then by (op, rule): each rule once, followed by every node it applies to."""
+    import textwrap
+
     merged: dict[tuple[str, str], tuple[str, list[str]]] = {}
-    for row in rows:
+    for row in rows:  # a node with several edits (query and key detached) reads as one rule
         op, rules = merged.setdefault((row.family, row.node), (row.op, []))
         if row.rule not in rules:
             rules.append(row.rule)
     out = []
     for family in sorted({f for f, _ in merged}):
-        entries = [(node, op, rules) for (f, node), (op, rules) in merged.items() if f == family]
-        out.append(f"\n{title}, {family} ({len(entries)} nodes):")
-        width = max(len(node) for node, _, _ in entries)
-        op_width = max(len(op) for _, op, _ in entries)
-        out += [f"  {node:<{width}}  {op:<{op_width}}  {'; '.join(rules)}" for node, op, rules in entries]
+        groups: dict[tuple[str, str], list[str]] = {}
+        for (f, node), (op, rules) in merged.items():
+            if f == family:
+                groups.setdefault((op, "; ".join(rules)), []).append(node)
+        count = sum(len(nodes) for nodes in groups.values())
+        out.append(f"\n{title}, {family} ({count} nodes):")
+        for (op, rule), nodes in groups.items():
+            out.append(f"  {op}: {rule}")
+            out += textwrap.wrap(", ".join(nodes), width=100, initial_indent="    ", subsequent_indent="    ",
+                                 break_on_hyphens=False)
     return out
 
 

@@ -57,6 +57,7 @@ def node_changes(before: fx.GraphModule, after: fx.GraphModule) -> list[NodeChan
     new_nodes = {n.name: n for n in after.graph.nodes}
     old_lines, new_lines = _lines(before), _lines(after)
     changes: dict[str, NodeChange] = {}
+    inserted: dict[str, set[str]] = {}
     for node in after.graph.nodes:
         if RULE_META not in node.meta:
             continue
@@ -73,12 +74,13 @@ def node_changes(before: fx.GraphModule, after: fx.GraphModule) -> list[NodeChan
                 change.rule += f"; {rule}"
             if node.name in new_lines and new_lines[node.name] not in change.added:
                 change.added.append(new_lines[node.name])
+            inserted.setdefault(origin, set()).add(node.name)
     for change in changes.values():
-        # a node kept in place whose arguments were rewired (a detached query): show its new line last
-        line = new_lines.get(change.node)
-        if change.node in new_nodes and line is not None and line != old_lines.get(change.node):
+        # a node kept in place that now reads this rule's nodes (a detached query): its new line last
+        kept = new_nodes.get(change.node)
+        if kept is not None and {n.name for n in kept.all_input_nodes} & inserted[change.node]:
             change.removed.append(old_lines[change.node])
-            change.added.append(line)
+            change.added.append(new_lines[change.node])
     order = {n.name: i for i, n in enumerate(before.graph.nodes)}
     return sorted(changes.values(), key=lambda c: order.get(c.node, len(order)))
 

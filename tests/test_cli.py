@@ -60,11 +60,12 @@ def test_inspect_text_groups_rewrites_by_family(capsys, vit_report):
     code, out, _ = cli(capsys, "inspect", *VIT)
     assert code == 0
     assert "capture: fx" in out and "unclassified: none" in out
-    for family in ("attention", "nonlinearity", "normalization"):
-        assert f"rewritten, {family} (" in out
+    blocks = {block.splitlines()[0]: block for block in out.split("\n\n")}
     for row in vit_report.rewritten:
-        line = next(line for line in out.splitlines() if line.strip().startswith(row.node + " "))
-        assert row.rule in line and row.op in line
+        block = next(b for title, b in blocks.items() if title.startswith(f"rewritten, {row.family} ("))
+        rule_line = next(line for line in block.splitlines() if line.startswith(f"  {row.op}: "))
+        assert row.rule in rule_line
+        assert row.node in block.replace(",", " ").split()
 
 
 def test_inspect_reports_unclassified_ops(capsys):
