@@ -261,14 +261,7 @@ def _render_inspect(label: str, shape: tuple[int, ...], report, data: dict) -> s
     for title, rows in (("rewritten", report.rewritten), ("skipped by the preset", report.skipped),
                         ("head (kept as is)", report.head)):
         lines += _family_tables(title, rows)
-    lines.append("")
-    if report.unclassified:
-        lines.append(f"unclassified ({len(report.unclassified)}): gradient left vanilla")
-        width = max(len(u.node) for u in report.unclassified)
-        lines += [f"  {u.node:<{width}}  {u.op}  ({u.reason})" for u in report.unclassified]
-    else:
-        lines.append("unclassified: none")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + report.unclassified_table())
 
 
 def _family_tables(title: str, rows: list) -> list[str]:

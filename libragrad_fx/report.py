@@ -94,13 +94,15 @@ class Report:
         lines += _table("rewritten", self.rewritten)
         lines += _table("skipped by preset", self.skipped)
         lines += _table("head (kept)", self.head)
-        if self.unclassified:
-            lines.append(f"\nunclassified ({len(self.unclassified)}):")
-            width = max(len(u.node) for u in self.unclassified)
-            lines += [f"  {u.node:<{width}}  {u.op:<28} {u.reason}" for u in self.unclassified]
-        else:
-            lines.append("\nunclassified: none")
-        return "\n".join(lines)
+        return "\n".join(lines + [""] + self.unclassified_table())
+
+    def unclassified_table(self) -> list[str]:
+        """The unclassified ops, one line each (or a line saying there are none)."""
+        if not self.unclassified:
+            return ["unclassified: none"]
+        width = max(len(u.node) for u in self.unclassified)
+        return [f"unclassified ({len(self.unclassified)}), gradient left vanilla:"] + [
+            f"  {u.node:<{width}}  {u.op:<28} {u.reason}" for u in self.unclassified]
 
 
 def _table(title: str, rows: list[Rewritten]) -> list[str]:
