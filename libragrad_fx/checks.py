@@ -60,7 +60,7 @@ class CheckReport:
         for c in self.checks:
             status = "ok  " if c.ok else "FAIL" if c.ok is False else "n/a "
             error = f"  error {c.error:.2e} (limit {c.limit:.0e})" if c.error is not None and c.limit else ""
-            lines.append(f"  {status} {c.name:<34}{error}  [{c.seconds:.2f} s]")
+            lines.append(f"  {status} {c.name:<42}{error}  [{c.seconds:.2f} s]")
             lines += [f"       {line}" for line in c.detail.splitlines() if line]
         if self.timings:
             lines.append("timings: " + ", ".join(f"{k} {v:.2f}x" if k == "ratio" else f"{k} {v:.3f} s"
@@ -194,8 +194,8 @@ def _timings(gm: nn.Module, original: nn.Module | None, x: torch.Tensor) -> dict
         fn()  # warm-up
         return statistics.median(_timed(fn)[1] for _ in range(3))
 
-    out = {"libragrad fwd+bwd": median(step(gm))}
+    out = {"transformed fwd+bwd": median(step(gm))}
     if original is not None:
         out["vanilla fwd+bwd"] = median(step(original))
-        out["ratio"] = out["libragrad fwd+bwd"] / out["vanilla fwd+bwd"]
+        out["ratio"] = out["transformed fwd+bwd"] / out["vanilla fwd+bwd"]
     return out
