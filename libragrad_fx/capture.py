@@ -30,7 +30,7 @@ import torch.nn as nn
 from .rules import GRAPH_FUNCTIONS
 from .spelling import MODULE_OPS
 
-__all__ = ["Capture", "CaptureError", "capture", "export_program", "opaque_leaves", "METHODS"]
+__all__ = ["Capture", "CaptureError", "capture", "export_program", "quiet_export", "opaque_leaves", "METHODS"]
 
 
 class CaptureError(RuntimeError):
@@ -108,7 +108,7 @@ def _first_error_line(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_export() -> Iterator[None]:
+def quiet_export() -> Iterator[None]:
     """torch.export logs whole graphs when a guard fails, and prints the partial graph of a failed
     export to stderr; the error we raise says what matters, in one line."""
     loggers = [logging.getLogger(name) for name in ("torch.fx.experimental.symbolic_shapes", "torch._dynamo",
@@ -187,7 +187,7 @@ def export_program(model: nn.Module, example_inputs: tuple, example_kwargs: dict
     errors = []
     for label, shapes in attempts:
         try:
-            with _quiet_export():
+            with quiet_export():
                 program = torch.export.export(model, example_inputs, example_kwargs or None,
                                               dynamic_shapes=shapes, strict=False)
         except Exception as error:

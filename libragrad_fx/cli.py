@@ -24,6 +24,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from .errors import first_line
+
 __all__ = ["main", "build_parser"]
 
 PROG = "libragrad-fx"
@@ -142,19 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, CaptureError, OSError) as error:
         return _fail(args, str(error))
     except Exception as error:  # a bug, or a model the core cannot handle: still one line
-        return _fail(args, f"{type(error).__name__}: {_first_line(error)} (rerun with --debug for the traceback)")
+        return _fail(args, f"{type(error).__name__}: {first_line(error)} (rerun with --debug for the traceback)")
 
 
 def _fail(args: argparse.Namespace, message: str) -> int:
     if getattr(args, "debug", False):
         traceback.print_exc()
-    print(f"{PROG}: error: {_first_line(message)}", file=sys.stderr)
+    print(f"{PROG}: error: {first_line(message, limit=2000)}", file=sys.stderr)
     return 2
-
-
-def _first_line(error: object) -> str:
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 @contextlib.contextmanager
@@ -182,20 +179,20 @@ def _load(args: argparse.Namespace):
             loaded.model(x)
     except Exception as error:
         raise UsageError(f"{loaded.label} rejects an input of shape {tuple(x.shape)} ({type(error).__name__}: "
-                         f"{_first_line(error)}); pass --input-shape with the shape it expects") from error
+                         f"{first_line(error)}); pass --input-shape with the shape it expects") from error
     return loaded, x
 
 
-def _transform(loaded, x: torch.Tensor, args: argparse.Namespace, preset: str | None = None):
+def _transform(model, x: torch.Tensor, args: argparse.Namespace, preset: str | None = None):
     from .transform import transform
 
-    return transform(loaded.model, x, preset=preset or args.preset, capture=args.capture)
+    return transform(model, x, preset=preset or args.preset, capture=args.capture)
 
 
-def _no_pt2(loaded, command: str) -> None:
+def _needs_original(loaded, command: str) -> None:
     from .errors import UsageError
 
-    if loaded.kind == "pt2":
+    if loaded.transformed:
         raise UsageError(f"{command} needs the original model, and {loaded.label} holds only the transformed "
                          "program: run it on the MODEL you exported")
 
@@ -228,16 +225,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_report(loaded, x: torch.Tensor, args: argparse.Namespace):
     """The report to show; for a .pt2 written by ``export``, the one it recorded (the program is
     already transformed) and the rule nodes found in the program itself."""
-    from .errors import UsageError
     from .export import program_rules
 
-    recorded = loaded.exported.report if loaded.exported is not None else None
-    if recorded is None:
-        gm = _transform(loaded, x, args)
+    if not loaded.transformed:
+        gm = _transform(loaded.model, x, args)
         return gm.libragrad_report, gm.libragrad_report.to_dict(), gm
-    if args.preset != recorded.preset:
-        raise UsageError(f"{loaded.label} was exported with preset {recorded.preset!r}; "
-                         f"inspect the original model for preset {args.preset!r}")
+    _same_preset(loaded, args)
+    recorded = loaded.exported.report
     data = recorded.to_dict()
     data["file"] = {"path": loaded.label, "program_rule_nodes": program_rules(loaded.exported.program)}
     return recorded, data, loaded.model
@@ -294,9 +288,9 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from .graphdiff import code_diff, node_changes
 
     loaded, x = _load(args)
-    _no_pt2(loaded, "diff")
-    before = _transform(loaded, x, args, preset="vanilla")
-    after = _transform(loaded, x, args)
+    _needs_original(loaded, "diff")
+    before = _transform(loaded.model, x, args, preset="vanilla")
+    after = _transform(loaded.model, x, args)
     changes = node_changes(before, after)
     diff = code_diff(before, after, context=args.context, label=loaded.label)
     if args.format == "json":
@@ -322,8 +316,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not args.out.endswith(".pt2"):
         raise UsageError(f"--out {args.out!r} must end in .pt2 (that is how MODEL specs recognise the file)")
     loaded, x = _load(args)
-    _no_pt2(loaded, "export")
-    gm = _transform(loaded, x, args)
+    _needs_original(loaded, "export")
+    gm = _transform(loaded.model, x, args)
     exported = save(gm, x, args.out, label=loaded.label, mean=loaded.mean, std=loaded.std)
     back = load(args.out)
     mismatch = reference_mismatch(back)
@@ -350,7 +344,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .export import decomposed_rules, reference_mismatch
 
     loaded, x = _load(args)
-    if loaded.kind == "pt2":
+    if loaded.transformed:
         _same_preset(loaded, args)
         pieces = decomposed_rules(loaded.exported.program)
         unreadable = (f"torch.export traced {'; '.join(pieces)} into pieces that the completeness analysis "
@@ -359,25 +353,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
                             preset=args.preset, tol=args.tol, unreadable=unreadable)
     else:
         start = time.perf_counter()
-        gm = _transform(loaded, x, args)
+        gm = _transform(loaded.model, x, args)
         seconds = time.perf_counter() - start
         report = run_checks(loaded.label, gm, x, original=loaded.model, preset=args.preset, tol=args.tol,
-                            transform=lambda m: _transform_module(m, x, args), timings={"transform": seconds})
+                            transform=lambda m: _transform(m, x, args), timings={"transform": seconds})
     _emit(json.dumps(report.to_dict(), indent=2) if args.json else str(report), None)
     return 0 if report.ok else 1
-
-
-def _transform_module(model, x: torch.Tensor, args: argparse.Namespace):
-    from .transform import transform
-
-    return transform(model, x, preset=args.preset, capture=args.capture)
 
 
 def _same_preset(loaded, args: argparse.Namespace) -> None:
     from .errors import UsageError
 
-    made = loaded.exported.report.preset if loaded.exported.report is not None else None
-    if made is not None and args.preset != made:
+    made = loaded.exported.report.preset
+    if args.preset != made:
         raise UsageError(f"{loaded.label} was exported with preset {made!r}: run on the original model for "
                          f"preset {args.preset!r}")
 
@@ -399,9 +387,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         x, picture = load_image(args.image, x.shape, loaded.mean, loaded.std)
     panels = []
     if args.compare:
-        _no_pt2(loaded, "explain --compare")
+        _needs_original(loaded, "explain --compare")
         panels.append(_explain_one(loaded.model, x, args, "vanilla"))
-    if loaded.kind == "pt2":
+    if loaded.transformed:
         _same_preset(loaded, args)
         panels.append(_explain_one(loaded.model, x, args, args.preset, transformed=True))
     else:
@@ -409,7 +397,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     _save_panels(panels, x, picture, loaded, args)
     result = {"model": loaded.label, "method": args.method, "input": args.image or "random",
               "out": args.out, "explanations": [p["numbers"] for p in panels]}
-    if loaded.kind == "pt2" and "abs_error" in panels[-1]["numbers"]:
+    if loaded.transformed and "abs_error" in panels[-1]["numbers"]:
         from .export import decomposed_rules
 
         pieces = decomposed_rules(loaded.exported.program)

@@ -25,8 +25,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .capture import export_program
-from .errors import UsageError
+from .capture import export_program, quiet_export
+from .errors import UsageError, first_line
 from .report import Report
 from .rewrite import RULE_META
 
@@ -108,13 +108,12 @@ def load(path: str) -> Exported:
         raise UsageError(f"no such file {path!r}: write one with `libragrad-fx export MODEL --out {path}`")
     extra = {META_FILE: ""}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_export():  # a bad file is one line, not a logged traceback
             warnings.filterwarnings("ignore", message="No complete tensor found in the group")
             program = torch.export.load(path, extra_files=extra)
     except Exception as error:
         raise UsageError(f"cannot load {path!r} as a torch.export program ({type(error).__name__}: "
-                         f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
-                         "was it written by `libragrad-fx export` or torch.export.save?") from error
+                         f"{first_line(error)}); was it written by `libragrad-fx export` or torch.export.save?") from error
     meta = json.loads(extra[META_FILE]) if extra[META_FILE] else {}
     exported = Exported(program, program.module(), meta)
     if exported.report is not None:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 __all__ = ["LoadedModel", "load_model", "parse_shape", "example_input", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -48,6 +48,11 @@ class LoadedModel:
     exported: Any = None
     """For a ``.pt2`` file: its :class:`libragrad_fx.export.Exported` (program, recorded metadata)."""
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def transformed(self) -> bool:
+        """A program written by ``libragrad-fx export``: already transformed, the original model gone."""
+        return self.exported is not None and self.exported.report is not None
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -133,7 +138,7 @@ def _load_factory(spec: str, kwargs: dict) -> LoadedModel:
     try:
         model = factory(**kwargs)
     except Exception as error:
-        raise UsageError(f"{spec}() raised {type(error).__name__}: {_first_line(error)}; "
+        raise UsageError(f"{spec}() raised {type(error).__name__}: {first_line(error)}; "
                          "check the factory and --model-kwargs") from error
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec} returned {type(model).__name__}, not an nn.Module: "
@@ -172,7 +177,7 @@ def _import(load: Callable[[], Any], name: str) -> Any:
         raise UsageError(f"cannot import {name!r} ({error}): run from the directory that holds it, "
                          "or install it") from error
     except Exception as error:
-        raise UsageError(f"importing {name!r} raised {type(error).__name__}: {_first_line(error)}") from error
+        raise UsageError(f"importing {name!r} raised {type(error).__name__}: {first_line(error)}") from error
 
 
 def _bundled_models():
@@ -220,10 +225,4 @@ def _load_checkpoint(model: nn.Module, path: str) -> None:
         load_checkpoint(model, path, strict=True)
     except Exception as error:
         raise UsageError(f"cannot load checkpoint {path!r} into the model ({type(error).__name__}: "
-                         f"{_first_line(error)}); it must be a state dict of this architecture") from error
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    line = text[0] if text else type(error).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
+                         f"{first_line(error)}); it must be a state dict of this architecture") from error

@@ -118,6 +118,18 @@ def test_export_then_every_reader_accepts_the_file(capsys, exported, vit_report)
     assert code == 0 and "fillcolor" in out
 
 
+def test_a_plain_torch_export_file_is_a_model_like_any_other(capsys, tmp_path):
+    """A .pt2 not written by `export` (no LibraGrad rules in it) is transformed like any model."""
+    model = timm.create_model("vit_small_patch16_224", pretrained=False, **KWARGS).eval()
+    path = str(tmp_path / "plain.pt2")
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 32, 32),), strict=False), path)
+    code, out, err = cli(capsys, "inspect", path, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["rewrites"] == {"attention": 2, "nonlinearity": 2, "normalization": 5}
+    code, out, err = cli(capsys, "diff", path, "--format", "json")
+    assert code == 0 and json.loads(out)["changes"], err
+
+
 def test_export_output_states_the_round_trip(capsys, tmp_path):
     path = tmp_path / "vit.pt2"
     code, out, _ = cli(capsys, "export", *VIT, "--out", str(path))
@@ -175,6 +187,13 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys, case):
     assert len(err.strip().splitlines()) == 1, err
     assert expected in err and "Traceback" not in err
     assert err.startswith("libragrad-fx")
+
+
+def test_a_corrupt_pt2_is_one_line(capsys, tmp_path):
+    path = tmp_path / "broken.pt2"
+    path.write_bytes(b"not a zip archive")
+    code, _, err = cli(capsys, "inspect", str(path))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot load" in err, err
 
 
 def test_pt2_readers_that_need_the_original_model_say_so(capsys, exported):
