@@ -113,7 +113,8 @@ def load(path: str) -> Exported:
             program = torch.export.load(path, extra_files=extra)
     except Exception as error:
         raise UsageError(f"cannot load {path!r} as a torch.export program ({type(error).__name__}: "
-                         f"{first_line(error)}); was it written by `libragrad-fx export` or torch.export.save?") from error
+                         f"{first_line(error)}); was it written by `libragrad-fx export` or torch.export.save?"
+                         ) from error
     meta = json.loads(extra[META_FILE]) if extra[META_FILE] else {}
     exported = Exported(program, program.module(), meta)
     if exported.report is not None:

@@ -10,7 +10,8 @@ from .errors import UsageError
 __all__ = ["load_image"]
 
 
-def load_image(path: str, shape: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def load_image(path: str, shape: Sequence[int], mean: Sequence[float],
+               std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input [1, C, H, W] normalised with ``mean``/``std``, the picture [3, H, W] in [0, 1]).
 
     The shorter side is resized to fit, then the centre is cropped to (H, W) (timm's eval transform

@@ -305,7 +305,8 @@ def test_explain_writes_a_png_and_the_numbers(capsys, tmp_path):
     from PIL import Image
 
     image = tmp_path / "in.png"
-    Image.fromarray((torch.rand(40, 56, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(image)
+    pixels = torch.rand(40, 56, 3, generator=torch.Generator().manual_seed(0)) * 255
+    Image.fromarray(pixels.byte().numpy()).save(image)
     out_png = tmp_path / "map.png"
     code, out, err = cli(capsys, "explain", *VIT, "--image", str(image), "--method", "fullgrad", "--compare",
                          "--target", "3", "--out", str(out_png), "--json")
