@@ -158,37 +158,6 @@ def test_transform_is_idempotent():
     assert torch.equal(again(x), model(x))
 
 
-class TrainModeBatchNorm(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, bias=False)
-        self.bn = nn.BatchNorm2d(8)
-        self.head = nn.Linear(8, 2, bias=False)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
-
-
-def test_train_mode_batch_norm_detaches_batch_statistics_and_leaves_the_model_alone():
-    torch.manual_seed(0)
-    model = TrainModeBatchNorm().train()
-    with torch.no_grad():
-        model.bn.bias.zero_()
-    stats = (model.bn.running_mean.clone(), model.bn.running_var.clone())
-    x = torch.randn(4, 3, 8, 8)
-    gm = lf.transform(model, x)
-    report = gm.libragrad_report
-    assert report.forward_check.startswith("skipped")  # verifying would update the running statistics
-    assert torch.equal(model.bn.running_mean, stats[0]) and torch.equal(model.bn.running_var, stats[1])
-    assert [(r.op, r.family) for r in report.rewritten] == [("nn.BatchNorm2d", "normalization")]
-    # batch statistics couple the samples: completeness holds for the batch total
-    x = x.requires_grad_(True)
-    out = gm(x)[:, 0].sum()
-    (grad,) = torch.autograd.grad(out, x)
-    out = out.detach()
-    assert abs(float((x * grad).sum() - out)) / abs(float(out)) < 1e-4
-
-
 class TrainBatchNorm(nn.Module):
     """A wrapped op (train-mode BatchNorm, a Wrap edit) read by a replaced one (SiLU, a Replace edit)."""
 
@@ -234,3 +203,34 @@ def test_ambiguous_schemas_get_their_argument_names():
     assert set(named["masked_fill"]) == {"input", "mask", "value"} and named["masked_fill"]["value"] in (2.0, 3.0)
     assert named["lerp"]["weight"] == 0.3 and named["lerp"]["end"].name == "mul"
     assert named["scatter"]["src"] == 1.0
+
+
+class TrainModeBatchNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 2, bias=False)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_train_mode_batch_norm_detaches_batch_statistics_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = TrainModeBatchNorm().train()
+    with torch.no_grad():
+        model.bn.bias.zero_()
+    stats = (model.bn.running_mean.clone(), model.bn.running_var.clone())
+    x = torch.randn(4, 3, 8, 8)
+    gm = lf.transform(model, x)
+    report = gm.libragrad_report
+    assert report.forward_check.startswith("skipped")  # verifying would update the running statistics
+    assert torch.equal(model.bn.running_mean, stats[0]) and torch.equal(model.bn.running_var, stats[1])
+    assert [(r.op, r.family) for r in report.rewritten] == [("nn.BatchNorm2d", "normalization")]
+    # batch statistics couple the samples: completeness holds for the batch total
+    x = x.requires_grad_(True)
+    out = gm(x)[:, 0].sum()
+    (grad,) = torch.autograd.grad(out, x)
+    out = out.detach()
+    assert abs(float((x * grad).sum() - out)) / abs(float(out)) < 1e-4
