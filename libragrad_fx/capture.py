@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import logging
 import os
 import traceback
@@ -31,7 +32,7 @@ from .recurrent import unroll_lstms
 from .rules import GRAPH_FUNCTIONS
 from .spelling import MODULE_OPS
 
-__all__ = ["Capture", "CaptureError", "capture", "opaque_leaves", "METHODS"]
+__all__ = ["Capture", "CaptureError", "capture", "export_program", "quiet_export", "opaque_leaves", "METHODS"]
 
 
 class CaptureError(RuntimeError):
@@ -109,15 +110,17 @@ def _first_error_line(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_export() -> Iterator[None]:
-    """torch.export logs whole graphs when a guard fails; the error we raise says what matters."""
+def quiet_export() -> Iterator[None]:
+    """torch.export logs whole graphs when a guard fails, and prints the partial graph of a failed
+    export to stderr; the error we raise says what matters, in one line."""
     loggers = [logging.getLogger(name) for name in ("torch.fx.experimental.symbolic_shapes", "torch._dynamo",
                                                      "torch.export", "torch._export")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR + 10)
     try:
-        yield
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
@@ -132,9 +135,15 @@ def _trace_fx(model: nn.Module, concrete_args: dict[str, Any], leaves: bool) -> 
                                        autowrap_functions=tuple(timm.layers.get_notrace_functions()) + GRAPH_FUNCTIONS)
     else:
         tracer = fx.Tracer(autowrap_functions=GRAPH_FUNCTIONS)
-    graph = tracer.trace(model, concrete_args=concrete_args or None)
-    name = type(model).__name__
-    return fx.GraphModule(tracer.root, graph, name)
+    before = set(vars(model))
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args or None)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    finally:
+        # the tracer stores tensors made during forward (RoPE tables...) on the model as
+        # `_tensor_constantN`; the GraphModule has its own copy, and the user's model stays as it was
+        for added in set(vars(model)) - before:
+            delattr(model, added)
 
 
 def opaque_leaves(gm: fx.GraphModule) -> list[fx.Node]:
@@ -171,8 +180,16 @@ def _as_tuple(example_inputs: Any) -> tuple:
     return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
-def _export(model: nn.Module, example_inputs: tuple, example_kwargs: dict, notes: list[str]) -> fx.GraphModule:
+def export_program(model: nn.Module, example_inputs: tuple, example_kwargs: dict | None = None,
+                   notes: list[str] | None = None) -> torch.export.ExportedProgram:
+    """Non-strict ``torch.export`` with a dynamic batch dimension (then automatic dims, then static).
+
+    The program is left in torch.export's default (training) IR: never call ``run_decompositions()``
+    on it, which turns ``detach`` into ``alias`` and so silently drops the rules written with detach.
+    """
     from torch.export import Dim
+
+    notes = [] if notes is None else notes
 
     tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
     if tensors and tensors[0].dim() > 0 and tensors[0].shape[0] == 1:
@@ -187,7 +204,7 @@ def _export(model: nn.Module, example_inputs: tuple, example_kwargs: dict, notes
     errors = []
     for label, shapes in attempts:
         try:
-            with _quiet_export():
+            with quiet_export():
                 program = torch.export.export(model, example_inputs, example_kwargs or None,
                                               dynamic_shapes=shapes, strict=False)
         except Exception as error:
@@ -197,7 +214,7 @@ def _export(model: nn.Module, example_inputs: tuple, example_kwargs: dict, notes
             continue
         if label != "dynamic batch":
             notes.append(f"torch.export: {label} (a dynamic batch dimension was refused)")
-        return program.module()
+        return program
     raise errors[0]
 
 
@@ -255,7 +272,7 @@ def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dic
             "pass example_inputs so that torch.export can capture it")
     try:
         with preserved_state(model):
-            gm = _export(model, inputs, dict(example_kwargs or {}), notes)
+            gm = export_program(model, inputs, dict(example_kwargs or {}), notes).module()
     except Exception as error:
         failures.append(f"torch.export: {_first_error_line(error)}")
         raise CaptureError(f"cannot capture {type(model).__name__}: " + "; ".join(failures)) from error

@@ -65,6 +65,15 @@ class Report:
             "notes": list(self.notes), "forward_check": self.forward_check,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Report":
+        """The inverse of :meth:`to_dict` (e.g. a report stored in an exported ``.pt2``)."""
+        rows = {key: [Rewritten(**r) for r in data.get(key, [])] for key in ("rewritten", "skipped", "head")}
+        return cls(model=data["model"], preset=data["preset"], capture=data["capture"], nodes=data["nodes"],
+                   unclassified=[Unclassified(**u) for u in data.get("unclassified", [])],
+                   complete=dict(data.get("complete", {})), pruned=data.get("pruned", 0),
+                   notes=list(data.get("notes", [])), forward_check=data.get("forward_check"), **rows)
+
     def warn(self) -> None:
         if self.unclassified:
             ops = ", ".join(sorted({u.op for u in self.unclassified}))
@@ -85,13 +94,15 @@ class Report:
         lines += _table("rewritten", self.rewritten)
         lines += _table("skipped by preset", self.skipped)
         lines += _table("head (kept)", self.head)
-        if self.unclassified:
-            lines.append(f"\nunclassified ({len(self.unclassified)}):")
-            width = max(len(u.node) for u in self.unclassified)
-            lines += [f"  {u.node:<{width}}  {u.op:<28} {u.reason}" for u in self.unclassified]
-        else:
-            lines.append("\nunclassified: none")
-        return "\n".join(lines)
+        return "\n".join(lines + [""] + self.unclassified_table())
+
+    def unclassified_table(self) -> list[str]:
+        """The unclassified ops, one line each (or a line saying there are none)."""
+        if not self.unclassified:
+            return ["unclassified: none"]
+        width = max(len(u.node) for u in self.unclassified)
+        return [f"unclassified ({len(self.unclassified)}), gradient left vanilla:"] + [
+            f"  {u.node:<{width}}  {u.op:<28} {u.reason}" for u in self.unclassified]
 
 
 def _table(title: str, rows: list[Rewritten]) -> list[str]:

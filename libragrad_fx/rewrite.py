@@ -17,9 +17,11 @@ from libragrad_fx.passes import SELF, Detach, Edit, ParamRef, Replace, Wrap
 
 from .spelling import describe, is_aten
 
-__all__ = ["apply_edits", "RULE_META"]
+__all__ = ["apply_edits", "RULE_META", "ORIGIN_META"]
 
 RULE_META = "libragrad_rule"
+ORIGIN_META = "libragrad_for"
+"""Names of the original nodes whose rewrite an inserted node implements (what ``diff`` groups by)."""
 
 
 class _Rewriter:
@@ -78,6 +80,11 @@ def apply_edits(gm: fx.GraphModule, edits: Iterable[Edit]) -> None:
 
 def _mark(node: fx.Node, edit: Edit) -> None:
     node.meta[RULE_META] = (edit.family, edit.rule)
+    origins = node.meta.get(ORIGIN_META, [])
+    node.meta[ORIGIN_META] = origins if edit.node.name in origins else [*origins, edit.node.name]
+    # torch.export carries meta["custom"] onto its nodes and through save/load: an exported
+    # program still says which node applies which rule
+    node.meta["custom"] = {**node.meta.get("custom", {}), RULE_META: [edit.family, edit.rule]}
 
 
 def _detach(rw: _Rewriter, edit: Detach) -> None:
@@ -92,8 +99,8 @@ def _detach(rw: _Rewriter, edit: Detach) -> None:
             else:
                 node = graph.call_method("detach", (source,))
         node.meta.update({k: v for k, v in source.meta.items() if k in ("stack_trace", "nn_module_stack", "val")})
-        _mark(node, edit)
         cache[key] = node
+    _mark(cache[key], edit)  # a shared detach serves every consumer's rule
     _set_argument(gm, consumer, edit.cut.arg, source, cache[key])
 
 

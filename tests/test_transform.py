@@ -125,6 +125,16 @@ def test_user_model_is_not_mutated_and_parameters_are_shared(capture):
     assert len(shared) == len(list(gm.parameters())) and shared, "parameters must be shared, not copied"
 
 
+def test_tracing_leaves_no_attribute_on_the_model():
+    """fx stores tensors made in forward (EVA02's RoPE tables) on the traced root: not on the user's model."""
+    model, x = build("eva02")
+    attributes = {name: set(vars(m)) for name, m in model.named_modules()}
+    first = lf.transform(model, x, capture="fx")
+    second = lf.transform(model, x, capture="fx")
+    assert {name: set(vars(m)) for name, m in model.named_modules()} == attributes
+    assert first.code == second.code, "two transforms of one model must give the same graph"
+
+
 class DataDependent(torch.nn.Module):
     def __init__(self):
         super().__init__()
