@@ -1,0 +1,1 @@
+"""libragrad_fx: rewrite a PyTorch model's backward pass into its LibraGrad form."""
