@@ -62,13 +62,15 @@ def test_masks_sit_on_the_object_pixels() -> None:
         differs = (b.images[i] - bg[:, None, None]).abs().sum(0) > 0.05
         m = b.masks[i].any(0)
         assert (differs & m).sum() >= 0.97 * m.sum()  # mask pixels carry object colour
-        # Pixels that differ but lie outside the mask are only the antialiased rim.
-        rim = torch.nn.functional.max_pool2d(m[None, None].float(), 3, 1, 1)[0, 0].bool()
+        # Pixels that differ but lie outside the mask are only the antialiased rim (a few
+        # partially covered pixels near thin tips such as the star's or crescent's).
+        rim = torch.nn.functional.max_pool2d(m[None, None].float(), 7, 1, 3)[0, 0].bool()
         assert not (differs & ~rim).any()
+        assert (differs & ~m).sum() <= 0.5 * m.sum()
 
 
 def test_classes_are_balanced_and_objects_vary() -> None:
-    b = generate(2000, seed=123)
+    b = generate(600, seed=123)
     freq = b.labels.mean(0)
     assert (freq > 0.1).all() and (freq < 0.2).all()
     area = b.masks.flatten(2).sum(2)[b.labels.bool()].float()

@@ -31,7 +31,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "timm_class": "timm.models.vision_transformer.VisionTransformer",
         "kwargs": dict(
             img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            depth=5, num_heads=4, mlp_ratio=4.0, qkv_bias=True, class_token=True,
+            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, class_token=True,
             global_pool="token",
         ),
     },
@@ -39,7 +39,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "timm_class": "timm.models.eva.Eva",
         "kwargs": dict(
             img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            depth=5, num_heads=4, mlp_ratio=4 * 2 / 3, qkv_bias=True, swiglu_mlp=True,
+            depth=4, num_heads=4, mlp_ratio=4 * 2 / 3, qkv_bias=True, swiglu_mlp=True,
             use_rot_pos_emb=True, ref_feat_shape=(8, 8), global_pool="token",
         ),
     },
