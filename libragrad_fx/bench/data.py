@@ -4,6 +4,8 @@ Each image holds one or two filled shapes of different classes on a textured, cl
 background. Classes differ only by *shape*: colour, size, position and rotation are drawn
 independently of the class, so a model can only solve the task by looking at the object,
 and the object's pixel mask is the ground truth an attribution map should point at.
+Objects are light (random hue) on a dark textured background; distractor strokes are thin
+lines of any colour, straight or bent once, drawn beneath the objects.
 
 Everything is drawn from ``numpy.random.default_rng(seed)`` up front and rendered with
 vectorised torch code, so a given ``(n, seed, two_objects, size)`` always yields
