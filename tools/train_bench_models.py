@@ -32,7 +32,7 @@ from libragrad_fx.bench.models import ARCHITECTURES, build  # noqa: E402
 RECIPES: dict[str, dict] = {
     "vit": dict(steps=1500, batch=64, lr=1e-3, wd=0.05, warmup=60, clutter_start=0.25, clutter_ramp=0.3),
     # EVA02 sat on the prior plateau for 300+ steps at batch 64; smaller batches = more updates.
-    "eva02": dict(steps=3000, batch=32, lr=1e-3, wd=0.05, warmup=60, clutter_start=0.25, clutter_ramp=0.3),
+    "eva02": dict(steps=3000, batch=32, lr=2e-3, wd=0.05, warmup=60, clutter_start=0.25, clutter_ramp=0.3),
     "mixer": dict(steps=1500, batch=64, lr=1e-3, wd=0.05, warmup=60, clutter_start=0.25, clutter_ramp=0.3),
 }
 
