@@ -51,6 +51,12 @@ def lr_at(step: int, progress: float, base: float, warmup: int) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def _seeds_used(card: dict) -> int:
+    """Number of training seeds consumed by a card's run and its warm-start ancestors."""
+    own = card.get("steps_run", card["steps"])
+    return own + (_seeds_used(card["init_from"]) if card.get("init_from") else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, choices=sorted(ARCHITECTURES))
@@ -67,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-n", type=int, default=1000)
     ap.add_argument("--eval-seed", type=int, default=HELDOUT_SEED)
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument(
+        "--init-from", type=Path, default=None,
+        help="warm start from a bench weight file (<name>.safetensors with its .json card next to "
+        "it); the new card records the chain of runs",
+    )
     ap.add_argument(
         "--time-limit-min", type=float, default=None,
         help="wall-clock budget: training progress (lr schedule, curriculum) becomes "
@@ -95,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     prior = 1.5 / len(CLASSES)
     with torch.no_grad():
         model.get_classifier().bias.fill_(math.log(prior / (1 - prior)))
+    parent = None
+    if args.init_from is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(str(args.init_from)).items()})
+        parent = json.loads(args.init_from.with_suffix(".json").read_text())
+        if parent["kwargs"] != json.loads(json.dumps(arch["kwargs"])):
+            ap.error("--init-from card has different architecture kwargs")
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -106,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     t0, c0 = time.time(), time.process_time()
     run_loss, run_acc = 0.0, 0.0
     model.train()
+    # A warm-started run continues the parent's seed stream instead of revisiting its images.
+    seed_offset = 0 if parent is None else _seeds_used(parent)
     limit_s = args.time_limit_min * 60 if args.time_limit_min else None
     steps_run, time_bound = 0, False
     for step in range(steps):
@@ -119,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, progress, recipe["lr"], recipe["warmup"])
         clutter = clutter_at(progress, recipe["clutter_start"], recipe["clutter_ramp"])
-        data = generate(batch, seed=TRAIN_SEED_BASE + step, clutter=clutter)
+        data = generate(batch, seed=TRAIN_SEED_BASE + seed_offset + step, clutter=clutter)
         logits = model(data.images)
         loss = F.binary_cross_entropy_with_logits(logits, data.labels)
         opt.zero_grad(set_to_none=True)
@@ -169,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         "schedule": "linear warmup then cosine to 2% of lr",
         "head_bias_init": "log(p/(1-p)), p = 1.5/C (label prior)",
         **recipe,
-        "train_data": f"generate({batch}, seed=TRAIN_SEED_BASE + step, clutter=c(step)) for step in "
-        f"range({steps_run}), TRAIN_SEED_BASE={TRAIN_SEED_BASE}, two_objects=None (mixed); c rises linearly "
+        "train_data": f"generate({batch}, seed=TRAIN_SEED_BASE + {seed_offset} + step, clutter=c(step)) "
+        f"for step in range({steps_run}), TRAIN_SEED_BASE={TRAIN_SEED_BASE}, two_objects=None (mixed); c rises linearly "
         f"from {recipe['clutter_start']} to 1.0 over the first {recipe['clutter_ramp']:.0%} of steps",
         "steps_run": steps_run,
         "stopped_by_time_limit": time_bound,
@@ -182,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         "train_host": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
         "heldout": {"seed": args.eval_seed, "two_objects": "mixed", "clutter": 1.0, **rep},
         "weights_bytes": wpath.stat().st_size,
+        "init_from": None if parent is None else {
+            k: parent.get(k) for k in ("command", "steps", "steps_run", "batch", "lr", "train_seconds",
+                                       "train_cpu_seconds", "train_data", "init_from")
+        },
     }
     (args.out / f"{args.model}.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"[{args.model}] trained in {train_s:.0f}s wall, {train_cpu_s:.0f}s CPU; wrote {wpath} ({wpath.stat().st_size / 1e6:.2f} MB) and card",
