@@ -317,12 +317,20 @@ def generate(
     rng = np.random.default_rng(seed)
     p = _draw_params(n, rng, two_objects, size, float(clutter))
     out_i, out_l, out_m = [], [], []
-    for s in range(0, n, chunk):
-        sl = slice(s, min(s + chunk, n))
-        i, l, m = _render({k: v[sl] for k, v in p.items()}, size)
-        out_i.append(i)
-        out_l.append(l)
-        out_m.append(m)
+    # Rendering is many small elementwise ops; intra-op threading gains little on them and,
+    # on a loaded machine, made generation ~20x slower (measured: 600 images 25 s with 2
+    # threads vs 1.2 s with 1). Run single-threaded, then restore the caller's setting.
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for s in range(0, n, chunk):
+            sl = slice(s, min(s + chunk, n))
+            i, l, m = _render({k: v[sl] for k, v in p.items()}, size)
+            out_i.append(i)
+            out_l.append(l)
+            out_m.append(m)
+    finally:
+        torch.set_num_threads(prev_threads)
     if n == 0:
         return Batch(
             torch.zeros(0, 3, size, size),
