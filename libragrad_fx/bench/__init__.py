@@ -1,0 +1,1 @@
+"""Benchmark kit: synthetic images with ground-truth masks and small bundled models."""

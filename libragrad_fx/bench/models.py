@@ -1,0 +1,95 @@
+"""Small timm models trained on :mod:`libragrad_fx.bench.data`, shipped with the package.
+
+Each bundled model is a stock timm class with random init, trained by
+``tools/train_bench_models.py`` and stored as float16 safetensors next to a JSON model card
+(``weights/<name>.json``) holding the timm class, its constructor kwargs, the training
+recipe and the measured held-out accuracy. The models take the generator's images as they
+come ((n, 3, 64, 64) floats in [0, 1], no normalisation) and return multi-label *logits*
+(n, NUM_CLASSES); apply a sigmoid for probabilities.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import NUM_CLASSES
+
+__all__ = ["ARCHITECTURES", "WEIGHTS_DIR", "build", "card", "load", "names"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# Architectures the training script can build: timm class path + constructor kwargs.
+# Kept small (64x64 inputs, patch 8 -> 8x8 tokens) so CPU training takes minutes.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "vit": {
+        "timm_class": "timm.models.vision_transformer.VisionTransformer",
+        "kwargs": dict(
+            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
+            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, class_token=True,
+            global_pool="token",
+        ),
+    },
+    "eva02": {
+        "timm_class": "timm.models.eva.Eva",
+        "kwargs": dict(
+            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
+            depth=4, num_heads=4, mlp_ratio=4 * 2 / 3, qkv_bias=True, swiglu_mlp=True,
+            use_rot_pos_emb=True, ref_feat_shape=(8, 8), global_pool="avg",
+        ),
+    },
+    "mixer": {
+        "timm_class": "timm.models.mlp_mixer.MlpMixer",
+        "kwargs": dict(
+            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
+            num_blocks=6, mlp_ratio=(0.5, 4.0), global_pool="avg",
+        ),
+    },
+}
+
+
+def _resolve(path: str) -> type[nn.Module]:
+    module, _, cls = path.rpartition(".")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build(timm_class: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Instantiate ``timm_class(**kwargs)`` (random init; JSON lists become tuples)."""
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    return _resolve(timm_class)(**kw)
+
+
+def names() -> list[str]:
+    """Names of the bundled models (those with both a weight file and a card)."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(
+        p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if p.with_suffix(".json").is_file()
+    )
+
+
+def card(name: str) -> dict[str, Any]:
+    """The JSON model card of a bundled model."""
+    valid = names()
+    if name not in valid:
+        raise ValueError(f"unknown bench model {name!r}; valid names: {valid}")
+    return json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+
+
+def load(name: str) -> nn.Module:
+    """Build a bundled model from its card, load its float16 weights as float32, eval mode.
+
+    Offline: reads only files inside the package.
+    """
+    from safetensors.torch import load_file
+
+    meta = card(name)
+    model = build(meta["timm_class"], meta["kwargs"])
+    state = {k: v.float() for k, v in load_file(str(WEIGHTS_DIR / f"{name}.safetensors")).items()}
+    model.load_state_dict(state, strict=True)
+    return model.float().eval()

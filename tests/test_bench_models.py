@@ -1,0 +1,100 @@
+"""Bundled bench models: load offline, eval mode, logits shape, and real held-out accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from libragrad_fx.bench import models
+from libragrad_fx.bench.data import HELDOUT_SEED, NUM_CLASSES, generate
+from libragrad_fx.bench.evaluate import evaluate
+
+REQUIRED = {"vit", "eva02", "mixer"}
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    # A seed disjoint from the training stream (TRAIN_SEED_BASE + step, step < 10**6) and
+    # from the one used for the model cards, so this is a fresh sample.
+    return generate(200, seed=HELDOUT_SEED + 1)
+
+
+def test_names_and_unknown_name() -> None:
+    assert REQUIRED <= set(models.names())
+    with pytest.raises(ValueError, match="vit"):
+        models.load("no-such-model")
+
+
+# The shipped MLP-Mixer is barely above chance (held-out balanced accuracy 0.56 on 1000
+# images): a known deficiency to fix by retraining, kept visible rather than hidden by a
+# lower bar. strict=True makes this fail once better weights pass, so the marker goes.
+_WEAK = {"mixer": "shipped MLP-Mixer weights are near chance; retrain (see weights/mixer.json)"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_WEAK[n])) if n in _WEAK else n for n in sorted(REQUIRED)],
+)
+def test_model_loads_offline_and_classifies(name: str, heldout, monkeypatch) -> None:
+    # Any attempt to reach a hub would go through these; make them fail loudly.
+    import timm.models._hub as hub
+
+    monkeypatch.setattr(hub, "download_cached_file", lambda *a, **k: pytest.fail("network access"))
+    torch.manual_seed(0)
+    model = models.load(name)
+    assert not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    meta = models.card(name)
+    assert meta["timm_class"].startswith("timm.models.")
+    assert type(model).__name__ == meta["timm_class"].rsplit(".", 1)[1]
+    out = model(heldout.images[:4])
+    assert out.shape == (4, NUM_CLASSES)
+    # Logits, not probabilities: some must be negative and unbounded by [0, 1].
+    assert (out < 0).any()
+
+    rep = evaluate(model, heldout)
+    assert _learned(rep, heldout), rep
+
+
+def _learned(rep: dict, batch) -> bool:
+    """Clearly better than any constant predictor on this sample.
+
+    Mean per-class accuracy alone is weak here: predicting "absent" everywhere already scores
+    1 - label density (~0.85). So require (a) beating that all-negative score and (b) mean
+    balanced accuracy >= 0.57, where every constant predictor scores 0.5 (with 200 images the
+    standard error of the class-averaged balanced accuracy is ~0.02).
+    """
+    all_negative = 1 - float(batch.labels.mean())
+    return rep["mean_per_class_accuracy"] > all_negative + 0.01 and rep["mean_balanced_accuracy"] >= 0.57
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_card_is_complete(name: str) -> None:
+    meta = models.card(name)
+    for key in ("timm_class", "kwargs", "init_seed", "steps", "batch", "lr", "train_seconds", "heldout", "train_data"):
+        assert key in meta, key
+    assert meta["heldout"]["seed"] == HELDOUT_SEED
+    assert meta["heldout"]["n"] >= 1000
+    path = models.WEIGHTS_DIR / f"{name}.safetensors"
+    assert path.stat().st_size < 8e6
+    json.dumps(meta)  # serialisable
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_model_is_fx_traceable(name: str, heldout) -> None:
+    model = models.load(name)
+    gm = torch.fx.symbolic_trace(model)
+    x = heldout.images[:2]
+    assert torch.allclose(gm(x), model(x), atol=1e-5)
+
+
+def test_broken_weights_are_detected(heldout) -> None:
+    # The accuracy check above must be able to fail: a randomly initialised model of the
+    # same architecture does not pass it.
+    meta = models.card("vit")
+    torch.manual_seed(0)
+    rand = models.build(meta["timm_class"], meta["kwargs"]).eval()
+    rep = evaluate(rand, heldout)
+    assert not _learned(rep, heldout), rep
