@@ -16,7 +16,7 @@ Every node gets a :class:`Facts` record in ``node.meta["libragrad"]``:
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Iterable, Iterator
 
@@ -24,7 +24,7 @@ import networkx as nx
 import torch
 import torch.fx as fx
 
-from .ops import ACTIVATIONS, GATE_FAMILY, ZERO_PRESERVING_GATES, Category, category_of
+from .ops import GATE_FAMILY, ZERO_PRESERVING_GATES, Category, category_of
 from .spelling import OpCall, describe
 
 __all__ = ["Kind", "Facts", "Analysis", "Cut", "Liveness", "live_nodes", "META"]

@@ -26,13 +26,16 @@ class _Rewriter:
     """Applies edits in order: detaches, then wraps, then replacements.
 
     Edits name nodes as they were when planned; a node replaced since (a LayerNorm whose input
-    was the LayerNorm before it) is looked up in ``self.moved``.
+    was the LayerNorm before it) is looked up in ``self.moved``. A node wrapped since (a train-mode
+    BatchNorm whose output feeds a GELU that is replaced later) is read through its rule
+    (``self.wrapped``) wherever an edit takes it as an argument.
     """
 
     def __init__(self, gm: fx.GraphModule) -> None:
         self.gm = gm
         self.graph = gm.graph
         self.moved: dict[fx.Node, fx.Node] = {}
+        self.wrapped: dict[fx.Node, fx.Node] = {}
         self.detached: dict[tuple[fx.Node, bool], fx.Node] = {}
         self.attrs: dict[str, fx.Node] = {}
 
@@ -51,7 +54,10 @@ class _Rewriter:
             return self.attrs[value]
         if isinstance(value, (list, tuple)):
             return type(value)(self.resolve(v, node) for v in value)
-        return self.current(value)
+        value = self.current(value)
+        while isinstance(value, fx.Node) and value in self.wrapped:
+            value = self.wrapped[value]
+        return value
 
 
 def apply_edits(gm: fx.GraphModule, edits: Iterable[Edit]) -> None:
@@ -136,6 +142,7 @@ def _wrap(rw: _Rewriter, edit: Wrap) -> None:
     with graph.inserting_after(node):
         new = graph.call_function(edit.fn, args)
     node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+    rw.wrapped[node] = new
     new.meta.update({k: v for k, v in node.meta.items() if k in ("stack_trace", "nn_module_stack", "val")})
     _mark(new, edit)
 

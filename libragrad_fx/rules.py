@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["scale_grad", "gated", "identity_rule", "straight_through", "normalize", "glu",
-           "gelu", "silu", "hardswish", "mish", "layer_norm", "rms_norm", "group_norm", "CUSTOM_OPS"]
+           "gelu", "silu", "hardswish", "mish", "layer_norm", "rms_norm", "group_norm", "CUSTOM_OPS", "WRAPPED_ARG"]
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -259,6 +259,12 @@ for _op, _backward in ((layer_norm, _layer_norm_backward), (rms_norm, _rms_norm_
 
 # The rule functions a rewritten graph calls: kept as single calls when such a graph is traced again.
 GRAPH_FUNCTIONS = (scale_grad, gated, identity_rule, straight_through, normalize, glu, batch_norm_train, instance_norm)
+
+WRAPPED_ARG = {scale_grad: 0, gated: 1, identity_rule: 1, straight_through: 0, glu: 1, batch_norm_train: 1,
+               instance_norm: 1}
+"""For each rule function that wraps a node (returns that node's value in the forward and a rule's
+gradient in the backward): the position of the wrapped value among its arguments. The wrapped node
+and its rule are one op for whoever reads a rewritten graph (its bias, its local completeness)."""
 
 CUSTOM_OPS = {
     "gelu": torch.ops.libragrad.gelu.default,

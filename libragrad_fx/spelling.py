@@ -234,6 +234,11 @@ _POSITIONAL = {
     "neg": ("input",),
     "pos": ("input",),
     "abs": ("input",),
+    "masked_fill": ("input", "mask", "value"),
+    "index_fill": ("input", "dim", "index", "value"),
+    "fill": ("input", "value"),
+    "lerp": ("input", "end", "weight"),
+    "scatter": ("input", "dim", "index", "src"),
 }
 _BINARY = ("input", "other", "alpha")
 

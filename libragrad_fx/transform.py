@@ -81,7 +81,10 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
         node.meta.pop(META, None)  # facts hold modules and nodes: never let deepcopy follow them
 
     if verify and example_inputs is not None:
-        report.forward_check = _forward_check(model, gm, example_inputs, example_kwargs)
+        if model.training:  # a train-mode forward would update BatchNorm statistics and draw dropout masks
+            report.forward_check = "skipped: the model is in training mode"
+        else:
+            report.forward_check = _forward_check(model, gm, example_inputs, example_kwargs)
     gm.libragrad_report = report
     report.warn()
     return gm

@@ -47,12 +47,13 @@ ARCHS: dict[str, Callable[[], nn.Module]] = {
 INPUT_SIZE = {"eva02": 28}
 
 
-def randomize_zeros(model: nn.Module, std: float = 0.02) -> nn.Module:
-    """timm initialises biases, class tokens and some heads to zero; draw them at random instead,
-    so that every bias matters and no gradient vanishes identically."""
+def randomize_zeros(model: nn.Module, std: float = 0.02, below: float = 1e-4) -> nn.Module:
+    """timm initialises biases, class tokens, LayerScale and some heads to zero or nearly so (1e-6:
+    class tokens, DeiT3's LayerScale, Mixer's biases; 1e-5 * heads); draw them at random instead, so
+    that every bias matters and no branch or gradient vanishes (almost) identically."""
     with torch.no_grad():
         for p in model.parameters():
-            if p.numel() and not p.any():
+            if p.numel() and p.abs().max() < below:
                 p.normal_(0.0, std)
     return model
 

@@ -156,3 +156,81 @@ def test_transform_is_idempotent():
     assert not again.libragrad_report.rewritten
     assert not again.libragrad_report.unclassified
     assert torch.equal(again(x), model(x))
+
+
+class TrainBatchNorm(nn.Module):
+    """A wrapped op (train-mode BatchNorm, a Wrap edit) read by a replaced one (SiLU, a Replace edit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4, affine=False)
+        self.act = nn.SiLU()
+        self.fc = nn.Linear(4 * 6 * 6, 3, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.act(self.bn(self.conv(x))).flatten(1))
+
+
+def test_an_op_replaced_after_a_wrap_reads_the_wrapped_value():
+    torch.manual_seed(0)
+    model = TrainBatchNorm().train()
+    x = torch.randn(4, 3, 8, 8)
+    gm = lf.transform(model, x)
+    rule = next(n for n in gm.graph.nodes if n.target is lf.rules.batch_norm_train)
+    assert list(rule.users) and all(u.target is torch.ops.libragrad.silu.default for u in rule.users)
+    x = x.detach().requires_grad_(True)
+    out = gm(x)
+    (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
+    total = out[:, 0].sum().detach()  # batch statistics couple the samples: complete over the batch
+    assert abs(float((x * grad).sum() - total)) < 1e-4 * abs(float(total))
+
+
+class Ambiguous(nn.Module):
+    """Ops whose torch schemas are ambiguous (a Scalar and a Tensor overload)."""
+
+    def forward(self, x):
+        mask = x > 0
+        return (x.masked_fill(mask, 2.0) + torch.lerp(x, x * 2, 0.3) + x.scatter(1, torch.zeros_like(x).long(), 1.0)
+                + torch.masked_fill(x, mask, 3.0))
+
+
+def test_ambiguous_schemas_get_their_argument_names():
+    from libragrad_fx.spelling import describe
+
+    gm = torch.fx.symbolic_trace(Ambiguous())
+    named = {describe(n, gm).name: describe(n, gm).args for n in gm.graph.nodes if n.op.startswith("call")}
+    assert set(named["masked_fill"]) == {"input", "mask", "value"} and named["masked_fill"]["value"] in (2.0, 3.0)
+    assert named["lerp"]["weight"] == 0.3 and named["lerp"]["end"].name == "mul"
+    assert named["scatter"]["src"] == 1.0
+
+
+class TrainModeBatchNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 2, bias=False)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_train_mode_batch_norm_detaches_batch_statistics_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = TrainModeBatchNorm().train()
+    with torch.no_grad():
+        model.bn.bias.zero_()
+    stats = (model.bn.running_mean.clone(), model.bn.running_var.clone())
+    x = torch.randn(4, 3, 8, 8)
+    gm = lf.transform(model, x)
+    report = gm.libragrad_report
+    assert report.forward_check.startswith("skipped")  # verifying would update the running statistics
+    assert torch.equal(model.bn.running_mean, stats[0]) and torch.equal(model.bn.running_var, stats[1])
+    assert [(r.op, r.family) for r in report.rewritten] == [("nn.BatchNorm2d", "normalization")]
+    # batch statistics couple the samples: completeness holds for the batch total
+    x = x.requires_grad_(True)
+    out = gm(x)[:, 0].sum()
+    (grad,) = torch.autograd.grad(out, x)
+    out = out.detach()
+    assert abs(float((x * grad).sum() - out)) / abs(float(out)) < 1e-4

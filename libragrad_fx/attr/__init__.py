@@ -1,0 +1,28 @@
+"""Attribution methods on the LibraGrad-transformed model (LIBRAGRAD.md section 3), captum-style:
+
+    libragrad_fx.attr.<Method>(model).attribute(inputs, target=None, **kwargs)
+
+``model`` is a transformed GraphModule or a plain model (transformed on first use with the
+``libragrad`` preset; ``preset=`` chooses another, ``vanilla`` included). ``target=None`` is the
+predicted class. Gradient methods return tensors shaped like ``inputs``; CAM and rollout methods
+return maps on the model's patch grid [B, h, w] (see :mod:`libragrad_fx.maps` to bring them to the
+image).
+"""
+from ._base import Attribution, class_index, is_transformed, target_values, targets
+from .cam import GradCAM, HiResCAM, XGradCAM
+from .fullgrad import FullGrad, FullGradResult
+from .gradient import Gradient, InputXGradient
+from .integrated_gradients import IntegratedGradients
+from .rollout import GAE, AttentionRollout, GradientRollout
+from .smoothgrad import SmoothGrad
+
+__all__ = ["Attribution", "Gradient", "InputXGradient", "IntegratedGradients", "SmoothGrad", "FullGrad",
+           "FullGradResult", "GradCAM", "HiResCAM", "XGradCAM", "AttentionRollout", "GradientRollout", "GAE",
+           "METHODS", "targets", "target_values", "class_index", "is_transformed"]
+
+METHODS: dict[str, type[Attribution]] = {
+    "gradient": Gradient, "input_x_gradient": InputXGradient, "integrated_gradients": IntegratedGradients,
+    "smoothgrad": SmoothGrad, "fullgrad": FullGrad, "gradcam": GradCAM, "hirescam": HiResCAM,
+    "xgradcam": XGradCAM, "attention_rollout": AttentionRollout, "gae": GradientRollout,
+}
+"""Every method by a command-line friendly name."""
