@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["linear_cols", "attention", "live_ranges"]
+__all__ = ["linear_cols", "attention", "live_ranges", "read_by_backward"]
 
 
 def live_ranges(flat: Sequence[int]) -> list[tuple[int, int]]:
@@ -144,3 +144,15 @@ def _attention_backward(ctx, grad):
 attention.register_autograd(_attention_backward, setup_context=_attention_setup)
 
 OPS = {"linear": torch.ops.libragrad.linear_cols.default, "attention": torch.ops.libragrad.attention.default}
+
+
+def read_by_backward(target, args: tuple, output: Tensor) -> Optional[Tensor]:
+    """Which output elements the op's backward reads (1) or ignores (0), broadcastable to ``output``;
+    None when it reads all of them. A local check of y = J~x + b holds on these elements only, and
+    only these matter: the others carry no gradient (that is why they were pruned)."""
+    if target is not OPS["linear"]:
+        return None
+    mask = torch.zeros(output.shape[-1], dtype=output.dtype, device=output.device)
+    for start, stop in live_ranges(args[3]):
+        mask[start:stop] = 1
+    return mask
