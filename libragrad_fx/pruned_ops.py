@@ -115,7 +115,7 @@ def attention_weights(query: Tensor, key: Tensor, attn_mask: Optional[Tensor], i
     if enable_gqa and key.shape[-3] != query.shape[-3]:
         key = key.repeat_interleave(query.shape[-3] // key.shape[-3], dim=-3)
     s = query.shape[-1] ** -0.5 if scale is None else scale
-    scores = torch.matmul(query, key.transpose(-2, -1)).mul_(s)
+    scores = torch.matmul(query * s, key.transpose(-2, -1))  # scale the smaller operand (L x E, not L x S)
     if is_causal:
         n, m = scores.shape[-2:]
         keep = torch.ones(n, m, dtype=torch.bool, device=scores.device).tril_()

@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import ctypes
+import functools
+import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -66,16 +68,24 @@ def input_x_gradient(f: Callable, x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Contender:
     name: str
-    run: Callable[[], Any]
+    make: Callable[[], Callable[[], Any]]
+    """Builds the contender (transform, compile, method objects) and returns its explanation call."""
     note: str = ""
+    run: Callable[[], Any] | None = None
+
+    def build(self) -> "Contender":
+        if self.run is None:
+            self.run = self.make()
+        return self
 
 
 def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[str], compile_: bool) -> list[Contender]:
+    """Every contender for one model, unbuilt: a memory probe builds only the one it measures."""
     import libragrad_fx as lf
     from libragrad_fx.frozen import frozen_parameters
 
     example = x[:1]
-    gm = lf.transform(model, example)
+    transformed = functools.cache(lambda: lf.transform(model, example))
 
     def frozen(fn: Callable) -> Callable:
         def run():
@@ -83,41 +93,47 @@ def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[s
                 return fn()
         return run
 
+    def ixg(module_of: Callable[[], torch.nn.Module], freeze: bool) -> Callable[[], Callable]:
+        def make():
+            module = module_of()
+            run = lambda: input_x_gradient(module, x)  # noqa: E731
+            return frozen(run) if freeze else run
+        return make
+
+    def compiled():
+        with frozen_parameters(model):
+            return torch.compile(transformed(), fullgraph=True)
+
     out = [
-        Contender("vanilla IxG", lambda: input_x_gradient(model, x), "parameters require grad (as users run it)"),
-        Contender("vanilla IxG, frozen", frozen(lambda: input_x_gradient(model, x)),
-                  "parameters frozen for the call"),
-        Contender("libragrad IxG", lambda: input_x_gradient(gm, x), "parameters require grad"),
-        Contender("libragrad IxG, frozen", frozen(lambda: input_x_gradient(gm, x)),
+        Contender("vanilla IxG", ixg(lambda: model, False), "parameters require grad (as users run it)"),
+        Contender("vanilla IxG, frozen", ixg(lambda: model, True), "parameters frozen for the call"),
+        Contender("libragrad IxG", ixg(transformed, False), "parameters require grad"),
+        Contender("libragrad IxG, frozen", ixg(transformed, True),
                   "frozen_parameters(): what attribution methods should run"),
     ]
     if "unpruned" in wanted:
-        unpruned = lf.transform(model, example, prune=False)
-        out.append(Contender("libragrad IxG, unpruned", frozen(lambda: input_x_gradient(unpruned, x)),
+        out.append(Contender("libragrad IxG, unpruned", ixg(lambda: lf.transform(model, example, prune=False), True),
                              "transform(prune=False), parameters frozen"))
     if compile_:
-        with frozen_parameters(model):
-            compiled = torch.compile(gm, fullgraph=True)
-        out.append(Contender("libragrad IxG, compiled", frozen(lambda: input_x_gradient(compiled, x)),
+        out.append(Contender("libragrad IxG, compiled", ixg(compiled, True),
                              "torch.compile(fullgraph=True), parameters frozen"))
     try:
         from libragrad_fx import attr
     except ImportError:
-        attr = None
-    if attr is not None:
-        target = [TARGET] * x.shape[0]
-        fullgrad = attr.FullGrad(gm)
-        ig = attr.IntegratedGradients(gm)
-        gae = attr.GAE(model, preset="vanilla") if hasattr(attr, "GAE") else None
-        out.append(Contender("libragrad FullGrad", frozen(lambda: fullgrad.attribute(x, target=target)),
-                             "libragrad_fx.attr.FullGrad, parameters frozen"))
-        if "ig" in wanted:
-            out.append(Contender(f"libragrad IG-{IG_STEPS}", frozen(lambda: ig.attribute(
-                x, target=target, n_steps=IG_STEPS, internal_batch_size=x.shape[0])),
-                f"libragrad_fx.attr.IntegratedGradients, {IG_STEPS} steps, {x.shape[0]} rows per pass, frozen"))
-        if gae is not None and any(m in name for m in ("vit", "eva", "deit", "beit")):
-            out.append(Contender("GAE (vanilla)", lambda: gae.attribute(x, target=target),
-                                 "libragrad_fx.attr.GAE(preset='vanilla'): Chefer et al.'s rollout"))
+        return out
+    target = [TARGET] * x.shape[0]
+    out.append(Contender("libragrad FullGrad",
+                         lambda: frozen(functools.partial(attr.FullGrad(transformed()).attribute, x, target=target)),
+                         "libragrad_fx.attr.FullGrad, parameters frozen"))
+    if "ig" in wanted:
+        out.append(Contender(f"libragrad IG-{IG_STEPS}", lambda: frozen(functools.partial(
+            attr.IntegratedGradients(transformed()).attribute, x, target=target, n_steps=IG_STEPS,
+            internal_batch_size=x.shape[0])),
+            f"libragrad_fx.attr.IntegratedGradients, {IG_STEPS} steps, {x.shape[0]} rows per pass, frozen"))
+    if not name.startswith("mixer"):
+        out.append(Contender("GAE (vanilla)", lambda: functools.partial(
+            attr.GAE(model, preset="vanilla").attribute, x, target=target),
+            "libragrad_fx.attr.GAE(preset='vanilla'): Chefer et al.'s rollout, parameters require grad"))
     return out
 
 
@@ -141,7 +157,7 @@ def alternate(entries: list[Contender], runs: int, per_entry_runs: dict[str, int
     per_entry_runs = per_entry_runs or {}
     out = {c.name: Timing() for c in entries}
     for c in entries:
-        w, _ = timed(c.run)
+        w, _ = timed(c.build().run)
         log(f"  warm-up {c.name}: {w:.2f} s")
     for r in range(runs):
         order = entries[r % len(entries):] + entries[:r % len(entries)]
@@ -163,24 +179,28 @@ def ratio(timings: dict[str, Timing], name: str, base: str, attr_: str) -> float
 
 # --- memory (one contender per subprocess) ---------------------------------------------------
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field_: str) -> float:
+    with open("/proc/self/status") as f:
+        line = next(ln for ln in f if ln.startswith(field_ + ":"))
+    return int(line.split()[1]) / 1024
 
 
 def memory_child(model_name: str, contender: str, batch: int, lxt: bool) -> None:
-    """Run one contender once in this fresh process; print its RSS before and the peak after."""
-    if lxt:
-        model, x = build(model_name, batch)
-        entries = {c.name: c for c in lxt_contenders(model_name, model, x)}
-    else:
-        model, x = build(model_name, batch)
-        entries = {c.name: c for c in contenders(model_name, model, x, {"unpruned", "ig"}, compile_=False)}
-    entry = entries[contender]
-    before = rss_mb()
+    """Build one contender in this fresh process, run it once (warm-up), then measure a second call:
+    the RSS before it and its peak (the high-water mark is reset first, so setup does not count)."""
+    model, x = build(model_name, batch)
+    listed = lxt_contenders(model_name, model, x) if lxt else contenders(model_name, model, x, {"unpruned", "ig"},
+                                                                            compile_=False)
+    entry = next(c for c in listed if c.name == contender).build()
     entry.run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"before_mb": before, "peak_mb": peak}))
+    gc.collect()
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed setup memory back, so "before" is honest
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    before = _status_mb("VmRSS")
+    entry.run()
+    print(json.dumps({"before_mb": before, "peak_mb": _status_mb("VmHWM")}))
 
 
 def measure_memory(model_name: str, contender: str, batch: int, threads: int, lxt: bool) -> dict | None:
@@ -263,18 +283,22 @@ def lxt_patches(variant: str) -> list[tuple[Any, str, Any]]:
 
 
 def lxt_contenders(name: str, model: torch.nn.Module, x: torch.Tensor) -> list[Contender]:
-    def patched(variant: str) -> Callable:
-        patches = ClassPatches(lxt_patches(variant))
+    def patched(variant: str) -> Callable[[], Callable]:
+        def make():
+            patches = ClassPatches(lxt_patches(variant))
 
-        def run():
-            with patches:
-                return input_x_gradient(model, x)
-        return run
+            def run():
+                with patches:
+                    return input_x_gradient(model, x)
+            return run
+        return make
 
-    out = [Contender("vanilla IxG (lxt process)", lambda: input_x_gradient(model, x), "no patches")]
+    out = [Contender("vanilla IxG (lxt process)", lambda: functools.partial(input_x_gradient, model, x),
+                     "no patches, parameters require grad")]
     if not name.startswith("mixer"):
-        out.append(Contender("lxt CP-LRP IxG", patched("cp"), "lxt rules on timm, q/k detached after qkv"))
-    out.append(Contender("lxt AttnLRP IxG", patched("attnlrp"), "lxt rules on timm"))
+        out.append(Contender("lxt CP-LRP IxG", patched("cp"), "lxt's rules on timm (q, k detached after the qkv "
+                                                             "projection), parameters require grad"))
+    out.append(Contender("lxt AttnLRP IxG", patched("attnlrp"), "lxt's rules on timm, parameters require grad"))
     return out
 
 
@@ -306,8 +330,9 @@ def lxt_child(models: list[str], batch: int, runs: int) -> None:
         def lxt_run():
             with context:
                 return input_x_gradient(model, x)
-        entries = [Contender("vanilla IxG (lxt process)", lambda: input_x_gradient(model, x), "torchvision"),
-                   Contender("lxt CP-LRP IxG", lxt_run, "lxt's own cp_LRP map for torchvision ViT")]
+        entries = [Contender("vanilla IxG (lxt process)", lambda: functools.partial(input_x_gradient, model, x),
+                             "torchvision's ViT-B/16"),
+                   Contender("lxt CP-LRP IxG", lambda: lxt_run, "lxt's own cp_LRP map for torchvision's ViT")]
         print("[lxt] torchvision vit_b_16", file=sys.stderr)
         timings = alternate(entries, runs, log=lambda s: print(s, file=sys.stderr))
         rows += _rows("torchvision_vit_b_16", entries, timings, "vanilla IxG (lxt process)")
