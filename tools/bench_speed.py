@@ -11,7 +11,7 @@ own process, because lxt patches torch classes process-wide; there they are time
 vanilla IxG of that same process (lxt's class patches are put on and taken off between calls).
 
     python tools/bench_speed.py --tag run1            # the README table: four models, batch 8
-    python tools/bench_speed.py --models vit_small_patch16_224 --runs 5 --skip-memory
+    python tools/bench_speed.py --models vit_small_patch16_224 --runs 5 --skip memory lxt
 
 Writes ``docs/bench/speed-<tag>.csv`` and ``.md``. Threads default to 1: the benchmark machine has
 two cores shared with other jobs, and one thread per process keeps CPU time meaningful.
@@ -346,9 +346,10 @@ def _rows(model: str, entries: list[Contender], timings: dict[str, Timing], base
         if not t.wall:
             continue
         rows.append({"model": model, "contender": c.name, "runs": len(t.wall),
-                     "wall_s": statistics.median(t.wall), "cpu_s": statistics.median(t.cpu),
+                     "wall_s": statistics.median(t.wall), "cpu_s": statistics.median(t.cpu), "min_cpu_s": min(t.cpu),
                      "ratio_wall": ratio(timings, c.name, base, "wall"),
-                     "ratio_cpu": ratio(timings, c.name, base, "cpu"), "note": c.note})
+                     "ratio_cpu": ratio(timings, c.name, base, "cpu"),
+                     "ratio_min_cpu": min(t.cpu) / min(timings[base].cpu), "note": c.note})
     return rows
 
 
@@ -403,8 +404,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--ig-runs", type=int, default=None, help="rounds that include IG (default: --runs)")
+    parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--ig-runs", type=int, default=5, help="rounds that include IG (it costs 32 IxGs)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="local")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
@@ -429,7 +430,7 @@ def main() -> None:
         print(f"[{name}] batch {args.batch}, {args.threads} thread(s)")
         model, x = build(name, args.batch)
         entries = contenders(name, model, x, wanted, compile_=name in args.compile_models)
-        ig_runs = {c.name: args.ig_runs for c in entries if c.name.startswith("libragrad IG") and args.ig_runs}
+        ig_runs = {c.name: args.ig_runs for c in entries if c.name.startswith("libragrad IG")}
         timings = alternate(entries, args.runs, ig_runs)
         model_rows = _rows(name, entries, timings, "vanilla IxG")
         if "memory" not in args.skip:
@@ -476,8 +477,8 @@ def run_lxt(args) -> list[dict]:
 def write(args, rows: list[dict], extra: dict) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / f"speed-{args.tag}"
-    fields = ["model", "contender", "runs", "wall_s", "cpu_s", "ratio_wall", "ratio_cpu", "peak_mb", "extra_mb",
-              "mem_ratio_extra", "mem_ratio_peak", "note"]
+    fields = ["model", "contender", "runs", "wall_s", "cpu_s", "min_cpu_s", "ratio_wall", "ratio_cpu", "ratio_min_cpu",
+              "peak_mb", "extra_mb", "mem_ratio_extra", "mem_ratio_peak", "note"]
     for row in rows:  # memory ratios against the vanilla IxG of the same model and process kind
         base_name = "vanilla IxG (lxt process)" if "(lxt" in row["contender"] or row["contender"].startswith(
             "lxt") else "vanilla IxG"
@@ -490,16 +491,18 @@ def write(args, rows: list[dict], extra: dict) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [f"# Explanation cost, run `{args.tag}`", "",
-             f"torch {extra['torch']}, batch {args.batch}, {args.threads} thread(s), {args.runs} rounds after one "
-             "warm-up, contenders alternating; ratios are medians of per-round ratios against vanilla IxG "
-             "(lxt rows: against vanilla IxG in the lxt process). Memory: each contender alone in a fresh "
-             "process; extra = max RSS - RSS before the explanation.", "",
-             "| model | contender | wall s | CPU s | ratio (wall) | ratio (CPU) | peak MB | extra MB | "
-             "extra ratio | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"torch {extra['torch']}, batch {args.batch}, {args.threads} thread(s), contenders alternating, "
+             "`runs` rounds after one warm-up each. Times are medians; ratios are medians of per-round ratios "
+             "against vanilla IxG (lxt rows: against vanilla IxG in the lxt process); `min ratio` is the ratio of "
+             "the minimum CPU times (the least disturbed rounds). Memory: each contender alone in a fresh "
+             "process, second call; extra = peak RSS of that call - RSS before it.", "",
+             "| model | contender | runs | wall s | CPU s | ratio (wall) | ratio (CPU) | min ratio (CPU) | peak MB | "
+             "extra MB | extra ratio | note |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['contender']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-                     f"{r['ratio_wall']:.3f} | {r['ratio_cpu']:.3f} | {_fmt(r.get('peak_mb'), 0)} | "
-                     f"{_fmt(r.get('extra_mb'), 0)} | {_fmt(r.get('mem_ratio_extra'), 3)} | {r['note']} |")
+        lines.append(f"| {r['model']} | {r['contender']} | {r['runs']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
+                     f"{r['ratio_wall']:.3f} | {r['ratio_cpu']:.3f} | {r['ratio_min_cpu']:.3f} | "
+                     f"{_fmt(r.get('peak_mb'), 0)} | {_fmt(r.get('extra_mb'), 0)} | "
+                     f"{_fmt(r.get('mem_ratio_extra'), 3)} | {r['note']} |")
     for name, cases in extra["transform"].items():
         lines += ["", f"## transform() time, {name}", "", "| case | median s | min s |", "|---|---|---|"]
         lines += [f"| {c['case']} | {c['wall_s']:.3f} | {c['min_s']:.3f} |" for c in cases]
