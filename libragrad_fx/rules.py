@@ -166,6 +166,13 @@ def _gelu_gate(x: Tensor, approximate: str) -> Tensor:
     return 0.5 * (1.0 + torch.erf(x * _SQRT_HALF))
 
 
+def _gelu_backward(grad: Tensor, x: Tensor, approximate: str) -> Tensor:
+    """``grad * Phi(x)``; Phi(x) = erfc(-x / sqrt 2) / 2 written in place: four passes over x, not six."""
+    if approximate == "tanh":
+        return grad * _gelu_gate(x, approximate)
+    return torch.mul(x, -_SQRT_HALF).erfc_().mul_(grad).mul_(0.5)
+
+
 @torch.library.custom_op("libragrad::gelu", mutates_args=())
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """GELU forward; backward ``grad * Phi(x)`` (gate pruning: GELU = x * Phi(x).detach())."""
@@ -205,6 +212,8 @@ def _register_activation(op, name: str) -> None:
 
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
+        if name == "gelu":
+            return (_gelu_backward(grad, x, ctx.extra[0] if ctx.extra else "none"),) + (None,) * len(ctx.extra)
         return (grad * _ACTIVATION_GATES[name](x, ctx.extra),) + (None,) * len(ctx.extra)
 
     op.register_fake(lambda x, *args: torch.empty_like(x))
@@ -259,13 +268,24 @@ def _saved(ctx) -> list:
 
 
 def _layer_norm_backward(ctx, grad):
+    """dx = rstd * (g - mean(g)), g = grad * w, from the fused kernels.
+
+    The statistics come from ``native_layer_norm`` (the forward's kernel; one fused pass). Its
+    backward kernel computes rstd * (g - mean(g) - x_hat * mean(g * x_hat)); given the row mean as
+    the input, x_hat = 0 and the variance term (the one the rule detaches) is gone.
+    """
     x, shape, weight, bias, eps = _saved(ctx)
-    dims = tuple(range(x.dim() - len(shape), x.dim()))
-    rstd = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps)
-    g = grad * weight if weight is not None else grad
-    dx = (g - g.mean(dims, keepdim=True)) * rstd if ctx.needs_input_grad[0] else None
-    dw = _reduce_to(grad * (x - x.mean(dims, keepdim=True)) * rstd, weight) if weight is not None and ctx.needs_input_grad[2] else None
-    db = _reduce_to(grad, bias) if bias is not None and ctx.needs_input_grad[3] else None
+    shape = list(shape)
+    _, mean, rstd = torch.native_layer_norm(x, shape, None, None, eps)
+    needs = ctx.needs_input_grad
+    dx = dw = db = None
+    if needs[0]:
+        dx = torch.ops.aten.native_layer_norm_backward(grad, mean.expand_as(x), shape, mean, rstd, weight, None,
+                                                       [True, False, False])[0]
+    want_w, want_b = weight is not None and needs[2], bias is not None and needs[3]
+    if want_w or want_b:  # x_hat with the statistic detached is x_hat itself: the kernel's dw, db
+        _, dw, db = torch.ops.aten.native_layer_norm_backward(grad, x, shape, mean, rstd, weight, bias,
+                                                              [False, want_w, want_b])
     return dx, None, dw, db, None
 
 

@@ -85,15 +85,16 @@ def test_inspect_dot_colours_rewritten_nodes(capsys, tmp_path, vit_report):
     filled = {line.split('"')[1] for line in dot.splitlines() if "fillcolor" in line and "legend_" not in line}
     # every node the report names, and every detach / custom op the rewriter inserted
     assert {r.node for r in vit_report.rewritten if r.node in dot} <= filled | {r.node for r in vit_report.rewritten}
-    assert {"scaled_dot_product_attention", "detach", "gelu_default", "layer_norm_default"} <= filled
-    assert "legend_attention" in dot and "legend_normalization" in dot and "legend_nonlinearity" in dot
+    assert {"detach", "gelu_default", "layer_norm_default"} <= filled
+    assert {"attention_default", "linear_cols_default"} <= filled  # the backward-pruned attention and qkv
+    assert "legend_attention" in dot and "legend_pruning" in dot and "legend_normalization" in dot and "legend_nonlinearity" in dot
 
 
 def test_diff_shows_each_rewritten_node_and_the_code(capsys, vit_report):
     code, out, _ = cli(capsys, "diff", *VIT, "--format", "json")
     assert code == 0
     data = json.loads(out)
-    assert {c["node"] for c in data["changes"]} == {r.node for r in vit_report.rewritten}
+    assert {c["node"] for c in data["changes"]} == {r.node for r in vit_report.rewritten + vit_report.backward}
     gelu = next(c for c in data["changes"] if c["node"] == "blocks_0_mlp_act")
     assert gelu["family"] == "nonlinearity" and "libragrad.gelu" in gelu["added"][0]
     assert "mlp.act(" in gelu["removed"][0]
@@ -113,7 +114,7 @@ def test_export_then_every_reader_accepts_the_file(capsys, exported, vit_report)
     data = json.loads(out)
     assert data["rewrites"] == vit_report.rewrites
     # the rule nodes are in the program itself, not only in the recorded report
-    assert set(data["file"]["program_rule_nodes"]) == {"attention", "nonlinearity", "normalization"}
+    assert set(data["file"]["program_rule_nodes"]) == {"attention", "nonlinearity", "normalization", "pruning"}
     code, out, _ = cli(capsys, "inspect", exported, "--format", "dot")
     assert code == 0 and "fillcolor" in out
 
