@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from .data import NUM_CLASSES
