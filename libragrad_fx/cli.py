@@ -253,7 +253,8 @@ def _render_inspect(label: str, shape: tuple[int, ...], report, data: dict) -> s
         lines.append(f"exported program {info['path']}: nodes applying a rule: " + (", ".join(
             f"{k} {v}" for k, v in sorted(info["program_rule_nodes"].items())) or "none"))
     for title, rows in (("rewritten", report.rewritten), ("skipped by the preset", report.skipped),
-                        ("head (kept as is)", report.head)):
+                        ("head (kept as is)", report.head),
+                        ("backward pruned (same gradient, less work)", report.backward)):
         lines += _family_tables(title, rows)
     return "\n".join(lines + [""] + report.unclassified_table())
 

@@ -60,11 +60,13 @@ def test_inspect_text_groups_rewrites_by_family(capsys, vit_report):
     assert code == 0
     assert "capture: fx" in out and "unclassified: none" in out
     blocks = {block.splitlines()[0]: block for block in out.split("\n\n")}
-    for row in vit_report.rewritten:
-        block = next(b for title, b in blocks.items() if title.startswith(f"rewritten, {row.family} ("))
-        rule_line = next(line for line in block.splitlines() if line.startswith(f"  {row.op}: "))
-        assert row.rule in rule_line
-        assert row.node in block.replace(",", " ").split()
+    assert vit_report.backward  # the fused qkv and the attention are pruned on a ViT
+    for title, rows in (("rewritten", vit_report.rewritten), ("backward pruned", vit_report.backward)):
+        for row in rows:
+            block = next(b for t, b in blocks.items() if t.startswith(f"{title}") and f", {row.family} (" in t)
+            rule_line = next(line for line in block.splitlines() if line.startswith(f"  {row.op}: "))
+            assert row.rule in rule_line
+            assert row.node in block.replace(",", " ").split()
 
 
 def test_inspect_reports_unclassified_ops(capsys):
