@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from libragrad_fx import metrics
+from libragrad_fx.attr.fullgrad import bias_pixels
 
 __all__ = ["Config", "Method", "METHODS", "ModelResult", "method_names", "resolve_methods", "run_model", "targets_of"]
 
@@ -155,7 +156,7 @@ class _Maps:
     def __init__(self, name: str, model: torch.nn.Module, example: Tensor, config: Config) -> None:
         from libragrad_fx import attr, transform
 
-        self.name, self.model, self.config = name, model, config
+        self.name, self.model, self.config, self.example = name, model, config, example
         self.gm = {p: transform(model, example, preset=p) for p in ("vanilla", "libragrad")}
         self.attr = attr
         self._made: dict[str, Any] = {}
@@ -166,7 +167,16 @@ class _Maps:
             self._made[key] = cls(self.gm[preset])
         return self._made[key]
 
+    def zero_logits(self) -> Tensor:
+        """f(0) per class: Integrated Gradients' baseline value."""
+        if not hasattr(self, "_zero"):
+            with torch.no_grad():
+                self._zero = self.model(torch.zeros(1, *self.example.shape[1:]))[0].double()
+        return self._zero
+
     def __call__(self, method: Method, x: Tensor, t: Tensor, seed: int) -> tuple[Tensor, Tensor | None]:
+        """(map [B, h, w], what it attributes in total [B] minus what it should add up to besides the
+        logit, or None)."""
         a, c = self.attr, self.config
         preset = "vanilla" if method.variant == "baseline" else method.variant
         key = method.key
@@ -178,7 +188,8 @@ class _Maps:
         if key == "integrated_gradients":
             m = self._method(a.IntegratedGradients, preset).attribute(x, target=t, n_steps=c.ig_steps,
                                                                       internal_batch_size=x.shape[0] * 8)
-            return _channels(m), m.flatten(1).sum(1, dtype=torch.float64)
+            # IG adds up to f(x) - f(0) (zero baseline): compare sum + f(0) with f(x)
+            return _channels(m), m.flatten(1).sum(1, dtype=torch.float64) + self.zero_logits()[t]
         if key == "smoothgrad":
             g = torch.Generator().manual_seed(seed)
             m = self._method(a.SmoothGrad, preset).attribute(x, target=t, nt_samples=c.sg_samples,
@@ -186,8 +197,12 @@ class _Maps:
                                                              nt_samples_batch_size=8)
             return _channels(m).abs(), None
         if key == "fullgrad":
-            fg = self._method(a.FullGrad, preset)
-            return _channels(fg.attribute(x, target=t)), fg.decompose(x, target=t).attributed
+            # FullGrad.attribute's map from the same pass as the totals (one forward and backward)
+            parts = self._method(a.FullGrad, preset).decompose(x, target=t, keep_contributions=True)
+            placed = bias_pixels(parts.contributions, x.shape[0], (x.shape[-2] // PATCH, x.shape[-1] // PATCH),
+                                 tuple(x.shape[-2:]))
+            heat = _channels(parts.inputs[0]) + (0 if placed is None else placed.to(x.dtype))
+            return heat, parts.attributed
         if key == "gradcam":
             return self._method(a.GradCAM, preset).attribute(x, target=t), None
         if key == "hirescam":
