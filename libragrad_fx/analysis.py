@@ -83,7 +83,8 @@ _SELECTORS = {"where": ("condition",), "masked_fill": ("mask",), "index_select":
               # arguments read for their shape or dtype only
               "expand_as": ("other",), "view_as": ("other",), "reshape_as": ("other",), "to": ("other",),
               # a value whose gradient the rule replaces by the surrogate's (an unrolled LSTM's)
-              "libragrad.straight_through": ("y",)}
+              # rules: the gradient reaches the argument the rule differentiates, not the value it keeps
+              "libragrad.straight_through": ("y",), "libragrad.identity_rule": ("y",)}
 # Elementwise ops with a constant operand that keep a tensor's "base" (x, 1.702 * x, x / 6 + 0.5).
 _AFFINE = frozenset({"mul", "div", "add", "sub", "rsub", "neg", "to", "clone", "dropout", "identity"})
 # How each product names its factors; the remaining tensor arguments are additive.
@@ -370,11 +371,11 @@ class Analysis:
 
 
 def _is_wrapped(node: fx.Node) -> bool:
-    """A node whose value already goes through a rule (``scale_grad(node)``, ``gated(x, node, g)``)."""
-    from .spelling import _is_rewritten
+    """A node whose value already goes through a rule (``scale_grad(node)``, ``identity_rule(x, node)``)."""
+    from .rules import WRAPPED_ARG
 
-    return any(u.op == "call_function" and _is_rewritten(u.target) and not isinstance(u.target, torch._ops.OpOverload)
-               and node in u.args[:2] for u in node.users)
+    return any(u.op == "call_function" and u.target in WRAPPED_ARG and len(u.args) > WRAPPED_ARG[u.target]
+               and u.args[WRAPPED_ARG[u.target]] is node for u in node.users)
 
 
 def _inherit_gate(facts: Facts, gate: Facts | None) -> Facts:

@@ -97,7 +97,7 @@ def _max(t: torch.Tensor) -> float:
 def run_checks(label: str, gm: nn.Module, x: torch.Tensor, *, original: nn.Module | None = None,
                forward: Callable[[], str | None] | None = None, preset: str = "libragrad",
                transform: Callable[[nn.Module], nn.Module] | None = None, tol: float = 1e-4,
-               timings: dict[str, float] | None = None, unreadable: str | None = None) -> CheckReport:
+               timings: dict[str, float] | None = None) -> CheckReport:
     """Run the checks on ``gm`` (a transformed model) at input ``x``.
 
     Args:
@@ -107,8 +107,6 @@ def run_checks(label: str, gm: nn.Module, x: torch.Tensor, *, original: nn.Modul
             program; its copy is zeroed directly).
         tol: the relative completeness error allowed (float32 sums over many layers).
         timings: already measured (e.g. the transform's), shown first.
-        unreadable: why the completeness analysis cannot read ``gm`` op by op (rules torch.export
-            decomposed): the completeness checks still run, but count as not applicable.
     """
     from .completeness import completeness, node_completeness
 
@@ -139,11 +137,6 @@ def run_checks(label: str, gm: nn.Module, x: torch.Tensor, *, original: nn.Modul
         + (f" and {len(bad) - 8} more" if len(bad) > 8 else "") if bad else ", all complete")
     report.checks.append(Check("local completeness (every op)", not bad,
                                max((c.error for c in local.checks), default=0.0), tol, detail, seconds))
-    if unreadable:
-        for i, check in enumerate(report.checks[-3:]):
-            reason = unreadable if i == 0 else "as above"
-            check.detail = f"not applicable: {reason}" + (f"\n{check.detail}" if check.detail else "")
-            check.ok = None
     report.timings = {**(timings or {}), **_timings(gm, original, x)}
     return report
 

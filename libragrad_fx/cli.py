@@ -374,16 +374,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     import time
 
     from .checks import run_checks
-    from .export import decomposed_rules, reference_mismatch
+    from .export import reference_mismatch
 
     loaded, x = _load(args)
     if loaded.transformed:
         _same_preset(loaded, args)
-        pieces = decomposed_rules(loaded.exported.program)
-        unreadable = (f"torch.export traced {'; '.join(pieces)} into pieces that the completeness analysis "
-                      "cannot read back yet; check the original model instead") if pieces else None
         report = run_checks(loaded.label, loaded.model, x, forward=lambda: reference_mismatch(loaded.exported),
-                            preset=args.preset, tol=args.tol, unreadable=unreadable)
+                            preset=args.preset, tol=args.tol)
     else:
         start = time.perf_counter()
         gm = _transform(loaded.model, x, args)
@@ -430,13 +427,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     _save_panels(panels, x, picture, loaded, args)
     result = {"model": loaded.label, "method": args.method, "input": args.image or "random",
               "out": args.out, "explanations": [p["numbers"] for p in panels]}
-    if loaded.transformed and "abs_error" in panels[-1]["numbers"]:
-        from .export import decomposed_rules
-
-        pieces = decomposed_rules(loaded.exported.program)
-        if pieces:
-            result["note"] = (f"torch.export traced {'; '.join(pieces)} into pieces the completeness analysis "
-                              "cannot read back yet: the completeness numbers of this file are not reliable")
     if args.json:
         _emit(json.dumps(result, indent=2), None)
     else:
@@ -447,8 +437,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 line += (f", attribution sum {n['attributed']:.5g} (complete: {n['expected']:.5g}), "
                          f"error {n['abs_error']:.2e} (relative {n['rel_error']:.2e})")
             print(line)
-        if "note" in result:
-            print(f"note: {result['note']}")
         print(f"wrote {args.out}")
     return 0
 

@@ -29,6 +29,7 @@ from torch.utils import _pytree as pytree
 
 from .attr._base import Attribution, Inputs, Target, as_tuple, extra_args
 from .biases import Biases, spelling
+from .pruned_ops import read_by_backward
 
 __all__ = ["completeness", "Completeness", "node_completeness", "NodeCheck", "NodeCompleteness", "METHODS"]
 
@@ -209,7 +210,8 @@ def node_completeness(model: nn.Module, inputs: Inputs, *, preset: str | None = 
             continue
         unit = biases.units.get(node, (node,))
         outputs, inputs = _rerun(runner, unit, biases, values)
-        error = _projected_error(outputs, _bias_of(node, outputs, constants), inputs, probes, generator)
+        read = read_by_backward(node.target, node.args, outputs[0]) if len(outputs) == 1 else None
+        error = _projected_error(outputs, _bias_of(node, outputs, constants), inputs, probes, generator, read)
         report.checks.append(NodeCheck(node.name, spelling(unit, biases.analysis), error, node.name in sites))
     return report
 
@@ -269,9 +271,10 @@ def _rerun(runner: fx.Interpreter, unit: tuple[fx.Node, ...], biases: Biases,
 
 
 def _projected_error(outputs: list[Tensor], bias: list[Tensor | None], inputs: list[Tensor], probes: int,
-                     generator: torch.Generator) -> float:
+                     generator: torch.Generator, read: Tensor | None = None) -> float:
     """||y - b - sum_i J~_i x_i|| relative to the size of the terms, from <g, .> for random g:
-    <g, y - b> is computed directly, <g, sum_i J~_i x_i> as sum_i <J~_i^T g, x_i> (the backward)."""
+    <g, y - b> is computed directly, <g, sum_i J~_i x_i> as sum_i <J~_i^T g, x_i> (the backward).
+    ``read``: the output elements a pruned op's backward reads; g is zero elsewhere."""
     rest = [(y - b if b is not None else y).detach().double() for y, b in zip(outputs, bias)]
     # a -inf padding (before a max-pool) is a constant no gradient reaches: keep it out of the sums
     finite = [r.isfinite() for r in rest]
@@ -281,6 +284,8 @@ def _projected_error(outputs: list[Tensor], bias: list[Tensor | None], inputs: l
     for _ in range(probes):
         g = [torch.where(f, torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y.device), 0.0)
              for f, y in zip(finite, outputs)]
+        if read is not None:
+            g = [gi * read.double() for gi in g]
         direct = sum(float((gi * r).sum()) for gi, r in zip(g, rest))
         through = 0.0
         if live and inputs:

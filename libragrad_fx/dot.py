@@ -18,6 +18,7 @@ FAMILY_COLORS = {
     "nonlinearity": "#bebada",
     "gating": "#fb8072",
     "head": "#d9d9d9",
+    "pruning": "#80b1d3",
 }
 _UNCLASSIFIED = "#e31a1c"
 
@@ -35,7 +36,7 @@ def node_rule(node: fx.Node) -> tuple[str, str] | None:
 def to_dot(gm: fx.GraphModule, report: Report | None = None, title: str = "") -> str:
     """DOT for ``gm``: inserted nodes and the nodes whose rule they implement coloured by family,
     unclassified ops outlined in red, a legend of the families present."""
-    touched = {r.node: r.family for r in (report.rewritten if report else [])}
+    touched = {r.node: r.family for r in (report.backward + report.rewritten if report else [])}
     touched.update({h.node: "head" for h in (report.head if report else [])})
     unclassified = {u.node for u in (report.unclassified if report else [])}
     used: set[str] = set()

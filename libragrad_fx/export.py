@@ -30,7 +30,7 @@ from .errors import UsageError, first_line
 from .report import Report
 from .rewrite import RULE_META
 
-__all__ = ["Exported", "export", "save", "load", "program_rules", "decomposed_rules", "reference_mismatch",
+__all__ = ["Exported", "export", "save", "load", "program_rules", "reference_mismatch",
            "reference_input", "META_FILE"]
 
 META_FILE = "libragrad/meta.json"
@@ -124,27 +124,15 @@ def load(path: str) -> Exported:
 
 
 def program_rules(program: torch.export.ExportedProgram) -> dict[str, int]:
-    """Nodes of the program that apply a LibraGrad rule, by family (read from the nodes' own metadata)."""
+    """Nodes of the program that apply a LibraGrad rule, by family (read from the nodes' own metadata).
+
+    Backward-pruned ops (see :mod:`libragrad_fx.prune`) count under ``"pruning"``."""
     families: Counter[str] = Counter()
     for node in program.graph.nodes:
         rule = node.meta.get("custom", {}).get(RULE_META)
         if rule:
             families[rule[0]] += 1
     return dict(families)
-
-
-def decomposed_rules(program: torch.export.ExportedProgram) -> list[str]:
-    """Rules torch.export traced into pieces (``scale_grad`` -> detach, sub, mul, add): the program
-    computes them exactly, but re-reading it op by op (bias discovery, local completeness) sees
-    pieces, not the rule. Only the ``torch.ops.libragrad`` custom ops and ``detach`` stay whole."""
-    found = set()
-    for node in program.graph.nodes:
-        rule = node.meta.get("custom", {}).get(RULE_META)
-        whole = isinstance(node.target, torch._ops.OpOverload) and (
-            node.target.namespace == "libragrad" or node.target is torch.ops.aten.detach.default)
-        if rule and not whole:
-            found.add(f"{rule[0]}: {rule[1]}")
-    return sorted(found)
 
 
 def reference_mismatch(exported: Exported) -> str | None:

@@ -45,6 +45,8 @@ class Report:
     """Input-dependent ops already locally complete, by category (linear, piecewise, ...)."""
     pruned: int = 0
     """Input-dependent nodes that carry no gradient once the rules apply (score paths, statistics)."""
+    backward: list[Rewritten] = field(default_factory=list)
+    """Ops whose backward skips the pruned work (same forward kernel, same gradient; family ``pruning``)."""
     notes: list[str] = field(default_factory=list)
     forward_check: str | None = None
 
@@ -62,13 +64,14 @@ class Report:
             "rewrites": self.rewrites, "rewritten": [asdict(r) for r in self.rewritten],
             "skipped": [asdict(r) for r in self.skipped], "unclassified": [asdict(u) for u in self.unclassified],
             "head": [asdict(h) for h in self.head], "complete": dict(self.complete), "pruned": self.pruned,
+            "backward": [asdict(b) for b in self.backward],
             "notes": list(self.notes), "forward_check": self.forward_check,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Report":
         """The inverse of :meth:`to_dict` (e.g. a report stored in an exported ``.pt2``)."""
-        rows = {key: [Rewritten(**r) for r in data.get(key, [])] for key in ("rewritten", "skipped", "head")}
+        rows = {key: [Rewritten(**r) for r in data.get(key, [])] for key in ("rewritten", "skipped", "head", "backward")}
         return cls(model=data["model"], preset=data["preset"], capture=data["capture"], nodes=data["nodes"],
                    unclassified=[Unclassified(**u) for u in data.get("unclassified", [])],
                    complete=dict(data.get("complete", {})), pruned=data.get("pruned", 0),
@@ -94,6 +97,7 @@ class Report:
         lines += _table("rewritten", self.rewritten)
         lines += _table("skipped by preset", self.skipped)
         lines += _table("head (kept)", self.head)
+        lines += _table("backward pruned", self.backward)
         return "\n".join(lines + [""] + self.unclassified_table())
 
     def unclassified_table(self) -> list[str]:

@@ -6,10 +6,13 @@ Two forms, both keeping the forward value bit for bit:
   ``torch.ops.libragrad.*``: the forward calls the very kernel the model called, the registered
   backward is the rule. They survive ``torch.export`` (load them back after ``import
   libragrad_fx``) and ``torch.compile`` (no graph break).
-* Everything else is written with ``detach``: a gate factor is detached where it enters a
-  product, ``scale_grad`` balances a product of k streams, ``gated`` detaches the gate of an
-  activation the graph computes in pieces. ``detach`` survives ``torch.export``'s default
-  (training) IR but not ``run_decompositions()``, which turns it into ``alias``.
+* Decomposed spellings get ``detach`` on the edge where a gate enters a product, and rule ops
+  that keep a value but change its gradient: ``scale_grad`` balances a product of k streams,
+  ``identity_rule`` makes any elementwise op complete, ``straight_through`` carries a surrogate's
+  gradient (train-mode BatchNorm, InstanceNorm, unrolled LSTMs). All of them are custom ops too,
+  so an exported program keeps each rule as one readable node. ``detach`` survives
+  ``torch.export``'s default (training) IR but not ``run_decompositions()``, which turns it into
+  ``alias``: never decompose an exported LibraGrad program.
 """
 from __future__ import annotations
 
@@ -20,55 +23,119 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["scale_grad", "gated", "identity_rule", "straight_through", "normalize", "glu",
+__all__ = ["scale_grad", "identity_rule", "straight_through", "normalize", "glu", "batch_norm_train", "instance_norm",
            "gelu", "silu", "hardswish", "mish", "layer_norm", "rms_norm", "group_norm", "CUSTOM_OPS", "WRAPPED_ARG"]
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-# --- edge rules ----------------------------------------------------------------------------------
+# --- rules that change a value's gradient, as custom ops -----------------------------------------
+# Each is one node under torch.export (a Python function would be traced into its parts, and a
+# graph reader could no longer tell a rule from the model). Their forward returns a copy: a
+# custom op may not return an alias of its input.
 
-def scale_grad(x: Tensor, scale: float) -> Tensor:
-    """x in the forward (exactly); ``scale * grad`` in the backward.
-
-    A product of k stream factors is homogeneous of degree k, so each factor's share of the
-    output is 1/k of its linearisation: scaling the product's output gradient by 1/k does it.
-    """
-    frozen = x.detach()
-    return frozen + (x - frozen) * scale
+def _fake_like_first(x: Tensor, *args) -> Tensor:
+    return torch.empty_like(x)
 
 
-def gated(x: Tensor, y: Tensor, gate: Tensor) -> Tensor:
-    """``y`` in the forward, ``x * gate.detach()`` in the backward: f(x) = x * g(x), g detached."""
-    frozen = x.detach()
-    return y.detach() + (x - frozen) * gate.detach()
+@torch.library.custom_op("libragrad::scale_grad", mutates_args=())
+def _scale_grad(x: Tensor, scale: float) -> Tensor:
+    return x.clone()
 
 
-def identity_rule(x: Tensor, y: Tensor, f0: float, slope0: float) -> Tensor:
-    """Any elementwise f: g = (f(x) - f(0)) / x, guarded near 0 by f'(0); f(0) is the op's bias."""
-    with torch.no_grad():
-        tiny = torch.finfo(x.dtype).eps if x.is_floating_point() else 1e-12
-        gate = torch.where(x.abs() > tiny, (y - f0) / torch.where(x.abs() > tiny, x, torch.ones_like(x)),
-                           torch.full_like(x, slope0))
-    return gated(x, y, gate)
+_scale_grad.register_fake(_fake_like_first)
+_scale_grad.register_autograd(lambda ctx, grad: (grad * ctx.scale, None),
+                              setup_context=lambda ctx, inputs, output: setattr(ctx, "scale", inputs[1]))
+scale_grad = torch.ops.libragrad.scale_grad.default
+"""x in the forward (exactly); ``scale * grad`` in the backward.
+
+A product of k stream factors is homogeneous of degree k, so each factor's share of the output
+is 1/k of its linearisation: scaling the product's output gradient by 1/k does it."""
 
 
-def straight_through(y: Tensor, surrogate: Tensor) -> Tensor:
-    """``y`` in the forward, the gradient of ``surrogate`` in the backward (for rare fused ops)."""
-    return y.detach() + (surrogate - surrogate.detach())
+def _identity_gate(x: Tensor, y: Tensor, f0: float, slope0: float) -> Tensor:
+    tiny = torch.finfo(x.dtype).eps
+    safe = torch.where(x.abs() > tiny, x, torch.ones_like(x))
+    return torch.where(x.abs() > tiny, (y - f0) / safe, torch.full_like(x, slope0))
 
 
-def normalize(x: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
-    """F.normalize with the norm detached (unit-vector normalisation rule); same ops, same values."""
-    denom = x.norm(p, dim, keepdim=True).clamp_min(eps).expand_as(x)
-    return x / denom.detach()
+@torch.library.custom_op("libragrad::identity_rule", mutates_args=())
+def _identity_rule(x: Tensor, y: Tensor, f0: float, slope0: float) -> Tensor:
+    return y.clone()
 
 
-def glu(x: Tensor, y: Tensor, dim: int = -1) -> Tensor:
-    """F.glu(x) = a * sigmoid(b): the sigmoid is a gate, so the backward is ``a * sigmoid(b).detach()``."""
-    a, b = x.chunk(2, dim)
-    return straight_through(y, a * torch.sigmoid(b).detach())
+def _identity_rule_setup(ctx, inputs, output):
+    x, y, f0, slope0 = inputs
+    ctx.save_for_backward(x, y)
+    ctx.f0, ctx.slope0 = f0, slope0
+
+
+def _identity_rule_backward(ctx, grad):
+    x, y = ctx.saved_tensors
+    return grad * _identity_gate(x, y, ctx.f0, ctx.slope0), None, None, None
+
+
+_identity_rule.register_fake(lambda x, y, f0, slope0: torch.empty_like(y))
+_identity_rule.register_autograd(_identity_rule_backward, setup_context=_identity_rule_setup)
+identity_rule = torch.ops.libragrad.identity_rule.default
+"""``y = f(x)`` in the forward; ``grad * g`` in the backward with g = (f(x) - f(0)) / x, guarded near
+0 by f'(0): any elementwise f written as x * g(x).detach() + f(0); f(0) is the op's bias."""
+
+
+@torch.library.custom_op("libragrad::straight_through", mutates_args=())
+def _straight_through(y: Tensor, surrogate: Tensor) -> Tensor:
+    return y.clone()
+
+
+_straight_through.register_fake(lambda y, surrogate: torch.empty_like(y))
+_straight_through.register_autograd(lambda ctx, grad: (None, grad), setup_context=lambda ctx, inputs, output: None)
+straight_through = torch.ops.libragrad.straight_through.default
+"""``y`` in the forward, the gradient of ``surrogate`` in the backward (rare fused ops: the surrogate
+spells out the rule with detached statistics)."""
+
+
+@torch.library.custom_op("libragrad::normalize", mutates_args=())
+def _normalize(x: Tensor, p: float, dim: int, eps: float) -> Tensor:
+    return F.normalize(x, p, dim, eps)
+
+
+def _normalize_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.p, ctx.dim, ctx.eps = inputs[1:]
+
+
+def _normalize_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return grad / x.norm(ctx.p, ctx.dim, keepdim=True).clamp_min(ctx.eps), None, None, None
+
+
+_normalize.register_fake(_fake_like_first)
+_normalize.register_autograd(_normalize_backward, setup_context=_normalize_setup)
+normalize = torch.ops.libragrad.normalize.default
+"""F.normalize forward (the same function); backward with the norm detached: ``grad / ||x||``."""
+
+
+@torch.library.custom_op("libragrad::glu", mutates_args=())
+def _glu(x: Tensor, dim: int) -> Tensor:
+    return F.glu(x, dim)
+
+
+def _glu_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.dim = inputs[1]
+
+
+def _glu_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    _, b = x.chunk(2, ctx.dim)
+    return torch.cat([grad * torch.sigmoid(b), torch.zeros_like(b)], ctx.dim), None
+
+
+_glu.register_fake(lambda x, dim: x.chunk(2, dim)[0].new_empty(x.chunk(2, dim)[0].shape))
+_glu.register_autograd(_glu_backward, setup_context=_glu_setup)
+glu = torch.ops.libragrad.glu.default
+"""F.glu(x) = a * sigmoid(b): the sigmoid is a gate, so the backward is ``grad * sigmoid(b)`` to a only."""
 
 
 def batch_norm_train(x: Tensor, y: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
@@ -97,6 +164,13 @@ def _gelu_gate(x: Tensor, approximate: str) -> Tensor:
     if approximate == "tanh":
         return 0.5 * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
     return 0.5 * (1.0 + torch.erf(x * _SQRT_HALF))
+
+
+def _gelu_backward(grad: Tensor, x: Tensor, approximate: str) -> Tensor:
+    """``grad * Phi(x)``; Phi(x) = erfc(-x / sqrt 2) / 2 written in place: four passes over x, not six."""
+    if approximate == "tanh":
+        return grad * _gelu_gate(x, approximate)
+    return torch.mul(x, -_SQRT_HALF).erfc_().mul_(grad).mul_(0.5)
 
 
 @torch.library.custom_op("libragrad::gelu", mutates_args=())
@@ -138,6 +212,8 @@ def _register_activation(op, name: str) -> None:
 
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
+        if name == "gelu":
+            return (_gelu_backward(grad, x, ctx.extra[0] if ctx.extra else "none"),) + (None,) * len(ctx.extra)
         return (grad * _ACTIVATION_GATES[name](x, ctx.extra),) + (None,) * len(ctx.extra)
 
     op.register_fake(lambda x, *args: torch.empty_like(x))
@@ -192,13 +268,24 @@ def _saved(ctx) -> list:
 
 
 def _layer_norm_backward(ctx, grad):
+    """dx = rstd * (g - mean(g)), g = grad * w, from the fused kernels.
+
+    The statistics come from ``native_layer_norm`` (the forward's kernel; one fused pass). Its
+    backward kernel computes rstd * (g - mean(g) - x_hat * mean(g * x_hat)); given the row mean as
+    the input, x_hat = 0 and the variance term (the one the rule detaches) is gone.
+    """
     x, shape, weight, bias, eps = _saved(ctx)
-    dims = tuple(range(x.dim() - len(shape), x.dim()))
-    rstd = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps)
-    g = grad * weight if weight is not None else grad
-    dx = (g - g.mean(dims, keepdim=True)) * rstd if ctx.needs_input_grad[0] else None
-    dw = _reduce_to(grad * (x - x.mean(dims, keepdim=True)) * rstd, weight) if weight is not None and ctx.needs_input_grad[2] else None
-    db = _reduce_to(grad, bias) if bias is not None and ctx.needs_input_grad[3] else None
+    shape = list(shape)
+    _, mean, rstd = torch.native_layer_norm(x, shape, None, None, eps)
+    needs = ctx.needs_input_grad
+    dx = dw = db = None
+    if needs[0]:
+        dx = torch.ops.aten.native_layer_norm_backward(grad, mean.expand_as(x), shape, mean, rstd, weight, None,
+                                                       [True, False, False])[0]
+    want_w, want_b = weight is not None and needs[2], bias is not None and needs[3]
+    if want_w or want_b:  # x_hat with the statistic detached is x_hat itself: the kernel's dw, db
+        _, dw, db = torch.ops.aten.native_layer_norm_backward(grad, x, shape, mean, rstd, weight, bias,
+                                                              [False, want_w, want_b])
     return dx, None, dw, db, None
 
 
@@ -237,11 +324,10 @@ for _op, _backward in ((layer_norm, _layer_norm_backward), (rms_norm, _rms_norm_
     _op.register_fake(_norm_fake)
     _op.register_autograd(_backward, setup_context=_save_all)
 
-# The rule functions a rewritten graph calls: kept as single calls when such a graph is traced again.
-GRAPH_FUNCTIONS = (scale_grad, gated, identity_rule, straight_through, normalize, glu, batch_norm_train, instance_norm)
+# The Python rule functions a rewritten graph calls: kept as single calls when it is traced again.
+GRAPH_FUNCTIONS = (batch_norm_train, instance_norm)
 
-WRAPPED_ARG = {scale_grad: 0, gated: 1, identity_rule: 1, straight_through: 0, glu: 1, batch_norm_train: 1,
-               instance_norm: 1}
+WRAPPED_ARG = {scale_grad: 0, identity_rule: 1, straight_through: 0, batch_norm_train: 1, instance_norm: 1}
 """For each rule function that wraps a node (returns that node's value in the forward and a rule's
 gradient in the backward): the position of the wrapped value among its arguments. The wrapped node
 and its rule are one op for whoever reads a rewritten graph (its bias, its local completeness)."""

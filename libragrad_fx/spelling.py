@@ -298,6 +298,11 @@ def _normalize(target: Any, name: str, args: tuple, kwargs: dict) -> dict[str, A
     return out
 
 
+# libragrad_fx.pruned_ops: the same op as the model's (same kernel, same argument names), with a
+# backward that skips pruned work. Whoever reads a transformed graph sees the op it stands for.
+PRUNED_AS = {"libragrad.linear_cols": "linear", "libragrad.attention": "scaled_dot_product_attention"}
+
+
 def _is_rewritten(target: Any) -> bool:
     """An op or rule that libragrad-fx inserted (``torch.ops.libragrad.*``, ``libragrad_fx.rules.*``)."""
     if isinstance(target, torch._ops.OpOverload):
@@ -330,8 +335,9 @@ def describe(node: fx.Node, root: nn.Module) -> OpCall | None:
         )
         return OpCall(name, _spelling(node, None), args, inplace)
     if node.op == "call_function" and _is_rewritten(node.target):
-        name = f"libragrad.{_function_name(node.target)}"
-        return OpCall(name, name, _normalize(node.target, name, node.args, dict(node.kwargs)))
+        spelling = f"libragrad.{_function_name(node.target)}"
+        name = PRUNED_AS.get(spelling, spelling)
+        return OpCall(name, spelling, _normalize(node.target, spelling, node.args, dict(node.kwargs)))
     if node.op == "call_function":
         raw = _function_name(node.target)
         if node.target is operator.getitem:

@@ -13,6 +13,8 @@ from libragrad_fx.passes import FAMILIES, PASSES, Detach, Edit
 from .analysis import META, Analysis, Kind, Liveness, live_nodes
 from .capture import capture as capture_graph
 from .ops import Category
+from .prune import apply as apply_pruning
+from .prune import plan as plan_pruning
 from .report import Report, Rewritten, Unclassified
 from .rewrite import apply_edits
 
@@ -31,7 +33,7 @@ _NEEDS_RULE = (Category.ACTIVATION, Category.NORM, Category.ATTENTION)
 
 def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "libragrad",
               example_kwargs: dict | None = None, concrete_args: dict | None = None,
-              capture: str = "auto", verify: bool = True) -> fx.GraphModule:
+              capture: str = "auto", verify: bool = True, prune: bool = True) -> fx.GraphModule:
     """Rewrite ``model`` into its LibraGrad form: same forward, FullGrad-complete backward.
 
     Args:
@@ -44,6 +46,8 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
         concrete_args: forward arguments to fix while tracing (default: defaulted non-tensors).
         capture: ``auto`` (torch.fx, then torch.export where tracing fails), ``fx`` or ``export``.
         verify: with example inputs, check that the forward is bit-identical to the model's.
+        prune: let the backward skip what the rules pruned (column-sparse projections, attention
+            with constant weights; :mod:`libragrad_fx.prune`). Same gradient, less work.
 
     Returns:
         A recompiled ``torch.fx.GraphModule`` with ``.libragrad_report`` (a :class:`Report`).
@@ -68,7 +72,11 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
     kept = [e for e in enabled if _matters(e, flow)]
     skipped = [e for e in planned if e.family not in families and _matters(e, full_flow)]
     _fill_report(report, analysis, planned, kept, skipped, flow.live)
+    cuts = [e.cut for e in kept if isinstance(e, Detach)]
+    prunings = plan_pruning(analysis, flow, cuts, example_inputs, example_kwargs, report.notes) if prune else []
     apply_edits(gm, kept)
+    report.backward = [Rewritten(e.node.name, _op_name(analysis, e.node), e.family, e.rule, e.why)
+                       for e in apply_pruning(gm, prunings)]
     for node in gm.graph.nodes:
         node.meta.pop(META, None)  # facts hold modules and nodes: never let deepcopy follow them
 

@@ -49,8 +49,8 @@ class NonlinearityPass(LibraGradPass):
             return Replace(node, self.family, spec.gate, f"{op.spelling} on a stream",
                            rules.CUSTOM_OPS[name], args)
         if name == "glu":
-            return Wrap(node, self.family, "a * sigmoid(b).detach()", f"{op.spelling}: a gated linear unit",
-                        rules.glu, (x, SELF, op.args.get("dim", -1)))
+            return Replace(node, self.family, "a * sigmoid(b).detach()", f"{op.spelling}: a gated linear unit",
+                           rules.glu, (x, int(op.args.get("dim", -1))))
         spec = ACTIVATIONS.get(name)
         f0 = _value_at_zero(op) if name == "clamp" or spec is None else spec.f0
         slope0 = spec.slope0 if spec else 1.0
