@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
-from .faithfulness import ModelResult
+from .faithfulness import PATCH, ModelResult
 
 __all__ = ["COLUMNS", "write_csv", "markdown", "plot_deletion", "plot_examples"]
 
@@ -87,18 +88,29 @@ def plot_deletion(result: ModelResult, path: Path, dpi: int = 80) -> None:
     figure.savefig(path, format="png", dpi=dpi)
 
 
-def plot_examples(result: ModelResult, path: Path, classes: Sequence[str], dpi: int = 60) -> None:
-    """Rows: two-object images, once per object as the target; columns: the image, then each map."""
+def _blocks(heat: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A map shown as the patch scores the deletion ranks by: pixel maps summed per patch, every
+    patch drawn as a flat square."""
+    from libragrad_fx.metrics import patch_scores
+
+    gh, gw = size[0] // PATCH, size[1] // PATCH
+    cells = patch_scores(heat[None], size, PATCH).reshape(gh, gw)
+    return cells.repeat_interleave(PATCH, 0).repeat_interleave(PATCH, 1).numpy()
+
+
+def plot_examples(result: ModelResult, path: Path, classes: Sequence[str], dpi: int = 70) -> None:
+    """Rows: two-object images, once per object as the target; columns: the image (target object
+    outlined green, the other red), then each map as patch scores (pixel maps summed per 8x8 patch)."""
     from matplotlib.figure import Figure
 
-    from libragrad_fx.viz import to_heatmap, to_image
+    from libragrad_fx.viz import to_image
 
     ex = result.examples
     names = list(ex.get("maps", {}))
     k = len(ex.get("targets", []))
     if not k or not names:
         return
-    figure = Figure(figsize=(1.2 * (len(names) + 1), 1.3 * k), dpi=dpi, layout="constrained")
+    figure = Figure(figsize=(1.3 * (len(names) + 1), 1.4 * k), dpi=dpi, layout="constrained")
     axes = np.atleast_2d(figure.subplots(k, len(names) + 1, squeeze=False))
     for i in range(k):
         image = to_image(ex["images"][i])
@@ -107,7 +119,7 @@ def plot_examples(result: ModelResult, path: Path, classes: Sequence[str], dpi: 
         axes[i, 0].contour(ex["others"][i].numpy().astype(float), levels=[0.5], colors="red", linewidths=0.8)
         axes[i, 0].set_title(f"target {classes[int(ex['targets'][i])]}", fontsize=6)
         for j, name in enumerate(names):
-            heat = to_heatmap(ex["maps"][name][i], image.shape[:2])
+            heat = _blocks(ex["maps"][name][i], image.shape[:2])
             bound = float(np.abs(heat).max()) or 1.0
             signed = bool((heat < 0).any())
             ax = axes[i, j + 1]
