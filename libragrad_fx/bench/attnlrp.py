@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AttnLRP", "LXTUnavailable", "attach", "find_python", "relevance", "VARIANTS"]
+__all__ = ["VARIANTS", "AttnLRP", "LXTUnavailable", "attach", "find_python", "relevance"]
 
 VARIANTS = ("attnlrp", "cp")
 """``attnlrp``: lxt's uniform rule in attention; ``cp``: CP-LRP, q and k detached."""
@@ -91,7 +91,11 @@ def attach(model: nn.Module, variant: str = "attnlrp") -> list[Any]:
     covers (its forward may hold a nonlinearity that would otherwise pass unruled).
     """
     from lxt.efficient.patches import layer_norm_forward
-    from lxt.efficient.rules import divide_gradient, identity_rule_implicit, stop_gradient
+    from lxt.efficient.rules import (
+        divide_gradient,
+        identity_rule_implicit,
+        stop_gradient,
+    )
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown AttnLRP variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -184,7 +188,7 @@ def _worker(inp: str, out: str) -> None:
 # --------------------------------------------------------------------------- host side
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _has_lxt(python: str) -> bool:
     # abspath, not realpath: a venv's python is a symlink to the same binary as other venvs' pythons
     if os.path.abspath(python) == os.path.abspath(sys.executable):
@@ -195,8 +199,11 @@ def _has_lxt(python: str) -> bool:
         except Exception:
             return False
         return True
+    # only look lxt up (importing it takes transformers along: tens of seconds on a loaded machine);
+    # the worker reports an lxt that does not import
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('lxt') is None)"
     try:
-        done = subprocess.run([python, "-c", "import lxt.efficient"], capture_output=True, timeout=120)
+        done = subprocess.run([python, "-I", "-c", probe], capture_output=True, timeout=300, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
@@ -205,7 +212,7 @@ def _has_lxt(python: str) -> bool:
 def find_python(python: str | None = None) -> str:
     """The interpreter to run lxt with: ``python``, else ``$LIBRAGRAD_FX_LXT_PYTHON``, else this one.
 
-    Raises :class:`LXTUnavailable` when that interpreter cannot ``import lxt.efficient``.
+    Raises :class:`LXTUnavailable` when that interpreter has no ``lxt``.
     """
     chosen = python or os.environ.get(ENV) or sys.executable
     if not _has_lxt(chosen):
@@ -236,7 +243,7 @@ class AttnLRP:
                      "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
 
     @classmethod
-    def bundled(cls, name: str, **kwargs: Any) -> "AttnLRP":
+    def bundled(cls, name: str, **kwargs: Any) -> AttnLRP:
         """For a bundled model of :mod:`libragrad_fx.bench.models` (its card and weights)."""
         from .models import card, load
 
@@ -250,8 +257,8 @@ class AttnLRP:
             torch.save({"model": self.spec, "images": images.detach().cpu(), "targets": target.detach().cpu(),
                         "variant": self.variant, "threads": self.threads}, inp)
             # -I: the worker must not see this package's directory (its data.py, models.py) on sys.path
-            done = subprocess.run([self.python, "-I", str(Path(__file__).resolve()), inp, out], capture_output=True,
-                                  text=True)
+            done = subprocess.run([self.python, "-I", str(Path(__file__).resolve()), inp, out], check=False,
+                                  capture_output=True, text=True)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
                 raise RuntimeError(f"the lxt worker ({self.python}) failed: {last}")

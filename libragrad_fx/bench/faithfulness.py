@@ -31,7 +31,7 @@ from torch import Tensor
 from libragrad_fx import metrics
 from libragrad_fx.attr.fullgrad import bias_pixels
 
-__all__ = ["Config", "Method", "METHODS", "ModelResult", "method_names", "resolve_methods", "run_model", "targets_of"]
+__all__ = ["METHODS", "Config", "Method", "ModelResult", "method_names", "resolve_methods", "run_model", "targets_of"]
 
 PATCH = 8
 STEP = 0.1
@@ -323,23 +323,12 @@ def run_model(name: str, methods: list[Method], config: Config,
     if skipped:
         notes.append(f"{name}: {', '.join(m.label for m in skipped)} n/a (the model has no attention)")
 
-    lrp_maps: tuple[Tensor, Tensor, float] | None = None  # maps, totals, seconds
+    lrp_maps = None
     if any(m.key == "attnlrp" for m in wanted):
-        from .attnlrp import AttnLRP, LXTUnavailable
-
-        try:
-            lrp = AttnLRP.bundled(name, python=config.lxt_python, threads=config.threads)
-        except LXTUnavailable as error:
-            notes.append(f"{name}: AttnLRP skipped: {error}")
+        lrp_maps, note = _attnlrp(name, data.images[rows.image], rows.target, row_logit, config)
+        notes.append(note)
+        if lrp_maps is None:
             wanted = [m for m in wanted if m.key != "attnlrp"]
-            skipped.append(next(m for m in methods if m.key == "attnlrp"))
-        else:
-            t0 = time.perf_counter()
-            relevance, lrp_logit = lrp.attribute(data.images[rows.image], rows.target)
-            lrp_maps = (relevance.sum(1), relevance.flatten(1).sum(1, dtype=torch.float64), time.perf_counter() - t0)
-            gap = float((lrp_logit - row_logit).abs().max()) if len(row_logit) else 0.0
-            notes.append(f"{name}: AttnLRP (lxt rules, uniform rule in attention) computed in a separate process "
-                         f"with {lrp.python}; its forward differs from the model's by {gap:.1e} at most")
 
     scores = {m.name: _Scores() for m in wanted}
     ex_rows = _example_rows(rows, examples)
@@ -377,6 +366,24 @@ def run_model(name: str, methods: list[Method], config: Config,
                "masks": rows.mask[ex_rows], "others": rows.other[ex_rows],
                "maps": {k: torch.cat(v) for k, v in kept.items() if v}}
     return ModelResult(name, table, curves, example, notes, time.perf_counter() - start)
+
+
+def _attnlrp(name: str, images: Tensor, target: Tensor, logit: Tensor,
+             config: Config) -> tuple[tuple[Tensor, Tensor, float] | None, str]:
+    """AttnLRP's (maps [R, H, W], totals [R], seconds) from lxt in its own process, and a note; None
+    and the reason where lxt is missing or fails."""
+    from .attnlrp import AttnLRP, LXTUnavailable
+
+    start = time.perf_counter()
+    try:
+        lrp = AttnLRP.bundled(name, python=config.lxt_python, threads=config.threads)
+        relevance, lrp_logit = lrp.attribute(images, target)
+    except (LXTUnavailable, RuntimeError) as error:  # RuntimeError: the worker failed (e.g. lxt's imports)
+        return None, f"{name}: AttnLRP skipped: {error}"
+    gap = float((lrp_logit - logit).abs().max()) if len(logit) else 0.0
+    maps = (relevance.sum(1), relevance.flatten(1).sum(1, dtype=torch.float64), time.perf_counter() - start)
+    return maps, (f"{name}: AttnLRP (lxt's rules, uniform rule in attention) computed in a separate process with "
+                  f"{lrp.python}; its forward differs from the model's by {gap:.1e} at most")
 
 
 def _example_rows(rows: Targets, images: int) -> Tensor:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .faithfulness import PATCH, ModelResult
 
-__all__ = ["COLUMNS", "write_csv", "markdown", "plot_deletion", "plot_examples"]
+__all__ = ["COLUMNS", "markdown", "plot_deletion", "plot_examples", "write_csv"]
 
 COLUMNS = ("model", "method", "variant", "key", "n_images", "n_targets", "n_pairs", "prob_srg", "prob_mif",
            "prob_lif", "pred_srg", "pred_mif", "pred_lif", "seg_ap", "pointing", "disc_share", "disc_rate",
