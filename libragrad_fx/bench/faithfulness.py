@@ -11,6 +11,7 @@ Setup (LIBRAGRAD.md section 4), fixed here and written into every output:
 * deletion: 8x8 patches (the models' patch size) replaced by zero, 10% of them per step, most or least
   influential first, scored by the target's sigmoid probability and by "still predicted" (logit > 0);
 * segmentation AP and pointing game of the bilinearly upsampled map against the target object's mask;
+  AP also at patch resolution (pixel maps summed per 8x8 patch first, like the patch-grid methods);
 * class discrimination on two-object images: the share of the map's positive mass per pixel of the
   target object against the other object (``per_area``), and how often the target object gets more;
 * completeness error |sum(map) - f_t(x)| for the maps meant to add up to the target logit (IxG, IG,
@@ -261,6 +262,10 @@ def _score_batch(scores: _Scores, model, x: Tensor, maps_: Tensor, total: Tensor
     scores.curves.setdefault("lif", []).append(result.lif_prob)
     scores.curves["fractions"] = [result.fractions]
     scores.add("seg_ap", metrics.segmentation_ap(maps_, rows.mask[sl]))
+    # the same at patch resolution: pixel maps summed per patch (what deletion ranks), upsampled
+    h, w = x.shape[-2] // PATCH, x.shape[-1] // PATCH
+    patches = metrics.patch_scores(maps_, tuple(x.shape[-2:]), PATCH).reshape(-1, h, w)
+    scores.add("seg_ap_patch", metrics.segmentation_ap(patches, rows.mask[sl]))
     scores.add("pointing", metrics.pointing_game(maps_, rows.mask[sl]))
     pair = rows.pair[sl]
     if pair.any():
@@ -276,8 +281,8 @@ def _score_batch(scores: _Scores, model, x: Tensor, maps_: Tensor, total: Tensor
 def _summary(model: str, method: Method, scores: _Scores | None, n_images: int, n_rows: int) -> dict[str, Any]:
     row: dict[str, Any] = {"model": model, "method": method.label, "variant": method.variant, "key": method.key,
                            "n_images": n_images, "n_targets": n_rows}
-    keys = ("prob_srg", "prob_mif", "prob_lif", "pred_srg", "pred_mif", "pred_lif", "seg_ap", "pointing",
-            "disc_share", "disc_rate")
+    keys = ("prob_srg", "prob_mif", "prob_lif", "pred_srg", "pred_mif", "pred_lif", "seg_ap", "seg_ap_patch",
+            "pointing", "disc_share", "disc_rate")
     for k in keys:
         v = scores.get(k) if scores is not None else None
         row[k] = float(torch.nanmean(v)) if v is not None and v.numel() else math.nan

@@ -16,12 +16,13 @@ from .faithfulness import PATCH, ModelResult
 __all__ = ["COLUMNS", "markdown", "plot_deletion", "plot_examples", "write_csv"]
 
 COLUMNS = ("model", "method", "variant", "key", "n_images", "n_targets", "n_pairs", "prob_srg", "prob_mif",
-           "prob_lif", "pred_srg", "pred_mif", "pred_lif", "seg_ap", "pointing", "disc_share", "disc_rate",
-           "compl_abs_mean", "compl_rel_median", "ms_per_target")
+           "prob_lif", "pred_srg", "pred_mif", "pred_lif", "seg_ap", "seg_ap_patch", "pointing", "disc_share",
+           "disc_rate", "compl_abs_mean", "compl_rel_median", "ms_per_target")
 
 # (column, header, higher is better)
 TABLE = (("prob_srg", "SRG ↑", True), ("prob_mif", "MIF ↓", False), ("prob_lif", "LIF ↑", True),
-         ("pred_srg", "SRG acc ↑", True), ("seg_ap", "AP ↑", True), ("pointing", "Point ↑", True),
+         ("pred_srg", "SRG acc ↑", True), ("seg_ap", "AP ↑", True), ("seg_ap_patch", "AP patch ↑", True),
+         ("pointing", "Point ↑", True),
          ("disc_share", "Disc ↑", True), ("compl_rel_median", "Compl. err ↓", False))
 
 
