@@ -27,16 +27,7 @@ def test_names_and_unknown_name() -> None:
         models.load("no-such-model")
 
 
-# The shipped MLP-Mixer is barely above chance (held-out balanced accuracy 0.56 on 1000
-# images): a known deficiency to fix by retraining, kept visible rather than hidden by a
-# lower bar. strict=True makes this fail once better weights pass, so the marker goes.
-_WEAK = {"mixer": "shipped MLP-Mixer weights are near chance; retrain (see weights/mixer.json)"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_WEAK[n])) if n in _WEAK else n for n in sorted(REQUIRED)],
-)
+@pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_model_loads_offline_and_classifies(name: str, heldout, monkeypatch) -> None:
     # Any attempt to reach a hub would go through these; make them fail loudly.
     import timm.models._hub as hub
@@ -55,10 +46,10 @@ def test_model_loads_offline_and_classifies(name: str, heldout, monkeypatch) -> 
     assert (out < 0).any()
 
     rep = evaluate(model, heldout)
-    assert _learned(rep, heldout), rep
+    assert _beats_constant(rep, heldout), rep
 
 
-def _learned(rep: dict, batch) -> bool:
+def _beats_constant(rep: dict, batch) -> bool:
     """Clearly better than any constant predictor on this sample.
 
     Mean per-class accuracy alone is weak here: predicting "absent" everywhere already scores
@@ -68,6 +59,36 @@ def _learned(rep: dict, batch) -> bool:
     """
     all_negative = 1 - float(batch.labels.mean())
     return rep["mean_per_class_accuracy"] > all_negative + 0.01 and rep["mean_balanced_accuracy"] >= 0.57
+
+
+# Issue 5's requirement for every bundled model: >= 0.90 mean per-class held-out accuracy.
+REQUIRED_MEAN_PER_CLASS = 0.90
+# The all-negative predictor already scores ~0.85 per class, so 0.90 can be reached while
+# missing most objects. Also require mean balanced accuracy >= 0.75: with near-perfect true-
+# negative rates that means about half the present objects are found (every constant predictor
+# scores 0.5; the 200-image standard error is ~0.02).
+REQUIRED_BALANCED = 0.75
+
+# Measured on the 1000-image card set; see each card's "heldout". A strict xfail, so the
+# marker has to go as soon as retrained weights meet the requirement.
+_BELOW_REQUIREMENT: dict[str, str] = {
+    "vit": "ViT below target: 0.872 mean per-class, 0.603 balanced (2000 steps, 11 min on 2 cores)",
+    "mixer": "MLP-Mixer below target: 0.865 mean per-class, 0.573 balanced (1800 steps, 9 min on 2 cores)",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_BELOW_REQUIREMENT[n]))
+        if n in _BELOW_REQUIREMENT else n
+        for n in sorted(REQUIRED)
+    ],
+)
+def test_model_meets_accuracy_requirement(name: str, heldout) -> None:
+    rep = evaluate(models.load(name), heldout)
+    assert rep["mean_per_class_accuracy"] >= REQUIRED_MEAN_PER_CLASS, rep
+    assert rep["mean_balanced_accuracy"] >= REQUIRED_BALANCED, rep
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
@@ -97,4 +118,5 @@ def test_broken_weights_are_detected(heldout) -> None:
     torch.manual_seed(0)
     rand = models.build(meta["timm_class"], meta["kwargs"]).eval()
     rep = evaluate(rand, heldout)
-    assert not _learned(rep, heldout), rep
+    assert not _beats_constant(rep, heldout), rep
+    assert rep["mean_per_class_accuracy"] < REQUIRED_MEAN_PER_CLASS, rep

@@ -41,6 +41,9 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
             img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
             depth=4, num_heads=4, mlp_ratio=4 * 2 / 3, qkv_bias=True, swiglu_mlp=True,
             use_rot_pos_emb=True, ref_feat_shape=(8, 8), global_pool="avg",
+            # timm scales Eva's head init by 1e-3; from scratch that shrinks the body's first
+            # gradients (which flow through the head weights) by the same factor.
+            head_init_scale=1.0,
         ),
     },
     "mixer": {
