@@ -5,7 +5,7 @@
     libragrad-fx check   MODEL [--preset P] [--tol T] [--json]
     libragrad-fx explain MODEL (--image PATH | --random) --out FILE.png [--method M] [--target N] [--compare] [--json]
     libragrad-fx export  MODEL --out FILE.pt2 [--preset P]
-    libragrad-fx demo    [--out FILE.png] [--seed N]
+    libragrad-fx demo    [--out FILE.png] [--seed N] [--model NAME]
     libragrad-fx bench   [--n N] [--models M,..] [--methods M,..] [--seed N] [--out DIR] [--jobs J]
 
 MODEL is ``timm:NAME``, ``package.module:factory``, a bundled model name or a ``.pt2`` file written
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", default="libragrad_demo.png", metavar="FILE.png",
                      help="where to write the grid (default libragrad_demo.png)")
     sub.add_argument("--seed", type=int, default=None, help="image seed (default: the held-out seed)")
+    sub.add_argument("--model", default="vit", help="bundled model (default vit)")
     sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     sub.set_defaults(run=_cmd_demo)
 
@@ -498,13 +499,15 @@ def _save_panels(panels: list[dict], x: torch.Tensor, picture, loaded, args: arg
 # --- demo and bench -----------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .bench import models
     from .bench.demo import run
+    from .errors import UsageError
 
     if not args.out.endswith(".png"):
-        from .errors import UsageError
-
         raise UsageError(f"--out {args.out!r} must end in .png")
-    result = run(args.out, seed=args.seed)
+    if args.model not in models.names():
+        raise UsageError(f"--model: unknown bundled model {args.model!r}; valid: {', '.join(models.names())}")
+    result = run(args.out, seed=args.seed, model_name=args.model)
     print(result.text())
     return 0
 

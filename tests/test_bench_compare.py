@@ -107,3 +107,4 @@ def test_demo(tmp_path, capsys) -> None:
     for parts in lines:
         assert float(parts[6]) < 1e-4  # relative completeness error of LibraGrad FullGrad
     assert main(["demo", "--out", str(tmp_path / "demo.jpg")]) == 2
+    assert main(["demo", "--out", str(out), "--model", "nope"]) == 2

@@ -1,7 +1,8 @@
 """``libragrad-fx demo``: the paper's co-occurring-objects picture on a fresh install.
 
-One generated image with two objects of different classes; the bundled ViT explains each class with
-Input x Gradient and FullGrad, on the vanilla and on the LibraGrad backward. For every map it reports
+One generated image with two objects of different classes; the bundled ViT (``--model``: another bundled
+model) explains each class with Input x Gradient and FullGrad, on the vanilla and on the LibraGrad backward.
+For every map it reports
 
 * the completeness error |sum of the attribution - f_t(x)| (FullGrad with its bias terms; Input x
   Gradient alone leaves the biases' share out, so only FullGrad can be complete on a model with biases);
@@ -32,13 +33,14 @@ class DemoResult:
 
     path: str
     classes: tuple[str, str]
+    model: str
     rows: list[dict] = field(default_factory=list)
     """Per (target class, method, backward): logit, attributed, abs_error, rel_error, share, more_on_target."""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def text(self) -> str:
-        lines = [f"two objects: {self.classes[0]} and {self.classes[1]} (bundled ViT)",
+        lines = [f"two objects: {self.classes[0]} and {self.classes[1]} (bundled model {self.model!r})",
                  f"{'target':>9} {'method':>9} {'backward':>9} {'logit':>8} {'sum':>9} {'compl. err':>10} "
                  f"{'rel.':>8} {'on target':>9}"]
         for r in self.rows:
@@ -79,7 +81,7 @@ def run(out: str | os.PathLike = "libragrad_demo.png", seed: int | None = None, 
     model = models.load(model_name)
     image, classes, masks, predicted = _pick(model, HELDOUT_SEED if seed is None else seed)
     names = (CLASSES[int(classes[0])], CLASSES[int(classes[1])])
-    result = DemoResult(os.fspath(out), names)
+    result = DemoResult(os.fspath(out), names, model_name)
     if not predicted:
         result.notes.append("the model predicts neither pair of the 32 images completely; showing the first")
     x = image.expand(2, -1, -1, -1).contiguous()  # one row per target class
