@@ -33,7 +33,7 @@ from libragrad_fx.bench.models import ARCHITECTURES, build  # noqa: E402
 # cores (~0.3-0.4 s per batch-64 step including rendering). Clutter rises from 0 (plain
 # backgrounds) to the benchmark's 1.0 over the first half of training.
 RECIPES: dict[str, dict] = {
-    "vit": dict(steps=2000, batch=64, lr=2e-3, wd=0.05, warmup=50, beta2=0.999, clutter_start=0.0, clutter_ramp=0.5),
+    "vit": dict(steps=1800, batch=64, lr=1e-3, wd=0.05, warmup=50, beta2=0.999, clutter_start=0.0, clutter_ramp=0.5),
     "eva02": dict(steps=2000, batch=64, lr=1e-3, wd=0.05, warmup=50, beta2=0.999, clutter_start=0.0, clutter_ramp=0.5),
     "mixer": dict(steps=1800, batch=64, lr=1e-3, wd=0.05, warmup=50, beta2=0.999, clutter_start=0.0, clutter_ramp=0.5),
 }
