@@ -108,3 +108,26 @@ def test_demo(tmp_path, capsys) -> None:
         assert float(parts[6]) < 1e-4  # relative completeness error of LibraGrad FullGrad
     assert main(["demo", "--out", str(tmp_path / "demo.jpg")]) == 2
     assert main(["demo", "--out", str(out), "--model", "nope"]) == 2
+
+
+def test_rerun_of_one_model_is_deterministic_and_merges(bench_run, tmp_path) -> None:
+    from libragrad_fx.bench.compare import merge
+
+    out, rows = bench_run
+    fake = out / "no-lxt-python"
+    again = tmp_path / "vit"
+    assert main(["bench", "--n", "4", "--models", "vit", "--methods", "ixg,fullgrad,gradcam,rollout,gae,attnlrp",
+                 "--ig-steps", "2", "--sg-samples", "2", "--batch", "4", "--out", str(again), "--no-progress",
+                 "--lxt-python", str(fake)]) == 0
+    merged = tmp_path / "merged"
+    import shutil
+
+    shutil.copytree(out, merged)
+    merge(merged, again)
+    with open(merged / "results.csv") as f:
+        after = list(csv.DictReader(f))
+    assert [(r["model"], r["method"], r["variant"]) for r in after] == [(r["model"], r["method"], r["variant"])
+                                                                       for r in rows]
+    for a, b in zip(after, rows):
+        for key in ("prob_srg", "seg_ap", "pointing", "compl_rel_median"):
+            assert a[key] == b[key]  # same images, same seeds: the same numbers

@@ -113,3 +113,49 @@ def _preamble(config: Config) -> str:
             "median |sum(map) - logit| / |logit| for maps meant to add up to the logit. "
             f"IG: {config.ig_steps} Gauss-Legendre steps from a zero baseline; SmoothGrad: {config.sg_samples} "
             f"samples, noise {config.sg_stdev} of the image range; Gradient and SmoothGrad maps are magnitudes.\n\n")
+
+
+def _read_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in figures.COLUMNS:
+            if key not in ("model", "method", "variant", "key"):
+                value = row.get(key, "")
+                row[key] = float(value) if value not in ("", "nan") else float("nan")
+    return rows
+
+
+def merge(into: Path, source: Path) -> list[Path]:
+    """Replace the rows, notes and figures of ``source``'s models in the results at ``into`` (two runs
+    with the same settings, e.g. one model re-run after its weights changed). Returns what it rewrote."""
+    import shutil
+
+    new = _read_rows(source / "results.csv")
+    redone = list(dict.fromkeys(r["model"] for r in new))
+    old = [r for r in _read_rows(into / "results.csv") if r["model"] not in redone]
+    info, extra = json.loads((into / "run.json").read_text()), json.loads((source / "run.json").read_text())
+    if info["config"] != extra["config"]:
+        raise ValueError(f"{source} and {into} were measured with different settings; rerun instead")
+    models = list(dict.fromkeys([*info["models"], *redone]))
+    rows = sorted(old + new, key=lambda r: models.index(r["model"]))
+    notes = [n for n in info["notes"] if n.split(":")[0] not in redone] + extra["notes"]
+    results = [ModelResult(m, [r for r in rows if r["model"] == m], {}, notes=[]) for m in models]
+    config = Config(**{k: v for k, v in info["config"].items() if k in Config.__dataclass_fields__})
+    text = _preamble(config) + figures.markdown(results) + "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
+    figures.write_csv(rows, into / "results.csv")
+    (into / "results.md").write_text(text)
+    info["notes"] = notes
+    info["seconds_per_model"].update(extra["seconds_per_model"])
+    info["merged"] = {"from": str(source), "models": redone}
+    (into / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    written = [into / "results.csv", into / "results.md", into / "run.json"]
+    for m in redone:
+        for kind in ("deletion", "examples"):
+            png = source / f"{kind}_{m}.png"
+            if png.exists():
+                shutil.copyfile(png, into / png.name)
+                written.append(into / png.name)
+    return written
