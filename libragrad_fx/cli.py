@@ -5,6 +5,8 @@
     libragrad-fx check   MODEL [--preset P] [--tol T] [--json]
     libragrad-fx explain MODEL (--image PATH | --random) --out FILE.png [--method M] [--target N] [--compare] [--json]
     libragrad-fx export  MODEL --out FILE.pt2 [--preset P]
+    libragrad-fx demo    [--out FILE.png] [--seed N] [--model NAME]
+    libragrad-fx bench   [--n N] [--models M,..] [--methods M,..] [--seed N] [--out DIR] [--jobs J]
 
 MODEL is ``timm:NAME``, ``package.module:factory``, a bundled model name or a ``.pt2`` file written
 by ``export`` (:mod:`libragrad_fx.specs`). Exit codes: 0 success, 1 ``check`` found a property
@@ -125,7 +127,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("export", parents=[model, rewrite], help="torch.export the transformed model (.pt2)")
     sub.add_argument("--out", required=True, metavar="FILE.pt2")
     sub.set_defaults(run=_cmd_export)
+
+    sub = commands.add_parser("demo", help="two objects, both classes explained by the bundled ViT, vanilla beside "
+                              "LibraGrad (PNG)")
+    sub.add_argument("--out", default="libragrad_demo.png", metavar="FILE.png",
+                     help="where to write the grid (default libragrad_demo.png)")
+    sub.add_argument("--seed", type=int, default=None, help="image seed (default: the held-out seed)")
+    sub.add_argument("--model", default="vit", help="bundled model (default vit)")
+    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    sub.set_defaults(run=_cmd_demo)
+
+    sub = commands.add_parser("bench", help="the faithfulness comparison on the bundled models (CSV, table, plots)")
+    sub.add_argument("--n", type=int, default=500, help="images per model (default 500)")
+    sub.add_argument("--models", type=_list, help="bundled models, comma-separated (default: all)")
+    sub.add_argument("--methods", type=_list, help="methods, comma-separated (default: all; a gradient method "
+                     "runs vanilla and libragrad)")
+    sub.add_argument("--seed", type=int, default=None, help="image seed (default: the held-out seed)")
+    sub.add_argument("--out", default="docs/bench/faithfulness", metavar="DIR",
+                     help="output directory (default docs/bench/faithfulness)")
+    sub.add_argument("--batch", type=int, default=32, help="targets per attribution call (default 32)")
+    sub.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
+    sub.add_argument("--sg-samples", type=int, default=16, help="SmoothGrad samples (default 16)")
+    sub.add_argument("--jobs", type=int, default=1, help="models measured in parallel processes (default 1)")
+    sub.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    sub.add_argument("--lxt-python", metavar="PYTHON", help="a Python with lxt for AttnLRP (default "
+                     "$LIBRAGRAD_FX_LXT_PYTHON, else this one; skipped with a note where none has lxt)")
+    sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    sub.set_defaults(run=_cmd_bench)
     return parser
+
+
+def _list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -461,6 +495,52 @@ def _save_panels(panels: list[dict], x: torch.Tensor, picture, loaded, args: arg
             title += f"\ncompleteness error {n['rel_error']:.1e}"
         axes.set_title(title, fontsize=9)
     figure.savefig(args.out, format="png")
+
+
+# --- demo and bench -----------------------------------------------------------------------------
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .bench import models
+    from .bench.demo import run
+    from .errors import UsageError
+
+    if not args.out.endswith(".png"):
+        raise UsageError(f"--out {args.out!r} must end in .png")
+    if args.model not in models.names():
+        raise UsageError(f"--model: unknown bundled model {args.model!r}; valid: {', '.join(models.names())}")
+    result = run(args.out, seed=args.seed, model_name=args.model)
+    print(result.text())
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench import models
+    from .bench.compare import run
+    from .bench.faithfulness import Config, resolve_methods
+    from .errors import UsageError
+
+    valid = models.names()
+    chosen = args.models or valid
+    unknown = [m for m in chosen if m not in valid]
+    if unknown:
+        raise UsageError(f"--models: unknown bundled model(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    try:
+        methods = resolve_methods(args.methods)
+    except ValueError as error:
+        raise UsageError(f"--methods: {error}") from error
+    for name in ("n", "batch", "ig_steps", "sg_samples", "jobs", "threads"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    config = Config(n=args.n, seed=args.seed, batch=args.batch, ig_steps=args.ig_steps, sg_samples=args.sg_samples,
+                    lxt_python=args.lxt_python, threads=args.threads)
+    outputs = run(chosen, methods, config, Path(args.out), jobs=args.jobs, show=not args.no_progress)
+    for note in (n for r in outputs.results for n in r.notes):
+        print(f"note: {note}")
+    for path in outputs.files:
+        print(f"wrote {path}")
+    return 0
 
 
 def _gradient_gap(a: Callable, b: Callable, x: torch.Tensor) -> float:

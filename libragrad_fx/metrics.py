@@ -194,15 +194,21 @@ def deletion_curves(
         "mif": rank_of(torch.sort(scores, dim=1, descending=True, stable=True).indices),
         "lif": rank_of(torch.sort(scores, dim=1, descending=False, stable=True).indices),
     }
-    # Jobs: (image index, order, step); evaluated in flat chunks across images and steps.
+    # Jobs: (order, image index, step), evaluated in flat chunks across images and steps. Both orders
+    # start from the same image (nothing removed) and end on the same one (everything removed): LIF
+    # reuses MIF's first and last points.
     steps = K + 1
     out_prob = {k: torch.empty(n, steps) for k in ranks}
     out_pred = {k: torch.empty(n, steps) for k in ranks}
-    total = 2 * n * steps
-    for start in range(0, total, chunk):
-        job = torch.arange(start, min(start + chunk, total), device=images.device)
-        which, rest = job // (n * steps), job % (n * steps)
-        img_i, step_i = rest // steps, rest % steps
+    grid_i, grid_s = torch.meshgrid(torch.arange(n), torch.arange(steps), indexing="ij")
+    inner = (grid_s > 0) & (grid_s < K) if counts[0] == 0 and counts[K] == P else torch.ones_like(grid_s, dtype=torch.bool)
+    all_i, all_s = grid_i.flatten(), grid_s.flatten()
+    job_which = torch.cat([torch.zeros_like(all_i), torch.ones_like(grid_i[inner])])
+    job_img = torch.cat([all_i, grid_i[inner]]).to(images.device)
+    job_step = torch.cat([all_s, grid_s[inner]]).to(images.device)
+    for start in range(0, len(job_img), chunk):
+        which = job_which[start:start + chunk].to(images.device)
+        img_i, step_i = job_img[start:start + chunk], job_step[start:start + chunk]
         rank = torch.where(
             (which == 0)[:, None], ranks["mif"][img_i], ranks["lif"][img_i]
         )  # (m, P)
@@ -216,6 +222,9 @@ def deletion_curves(
             sel = (which == w).cpu()
             out_prob[key][img_i.cpu()[sel], step_i.cpu()[sel]] = pr[sel]
             out_pred[key][img_i.cpu()[sel], step_i.cpu()[sel]] = pd[sel]
+    shared = ~inner
+    out_prob["lif"][shared] = out_prob["mif"][shared]
+    out_pred["lif"][shared] = out_pred["mif"][shared]
     return DeletionResult(fractions.cpu(), out_prob["mif"], out_prob["lif"], out_pred["mif"], out_pred["lif"])
 
 

@@ -1,0 +1,161 @@
+"""``libragrad-fx bench``: run :func:`faithfulness.run_model` on each bundled model (in parallel
+processes with ``jobs``), with a rich progress bar, and write the outputs of :mod:`figures`."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import figures
+from .faithfulness import Config, Method, ModelResult, config_dict, run_model
+
+__all__ = ["Outputs", "run"]
+
+
+@dataclass
+class Outputs:
+    """What a run wrote."""
+
+    directory: Path
+    files: list[Path]
+    results: list[ModelResult]
+
+
+def _work(name: str, methods: list[Method], config: Config, queue) -> ModelResult:
+    torch.set_num_threads(config.threads)
+    return run_model(name, methods, config, progress=lambda *event: queue.put(event))
+
+
+def _measure(names: Sequence[str], methods: list[Method], config: Config, jobs: int,
+             show: bool) -> list[ModelResult]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, disable=not show, transient=False) as bar:
+        tasks = {n: bar.add_task(n, total=None) for n in names}
+
+        def update(name: str, done: int, total: int) -> None:
+            bar.update(tasks[name], completed=done, total=total)
+
+        if jobs <= 1:
+            torch.set_num_threads(config.threads)
+            return [run_model(n, methods, config, progress=update) for n in names]
+        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+        with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            queue = manager.Queue()
+            futures = [pool.submit(_work, n, methods, config, queue) for n in names]
+            while not all(f.done() for f in futures):
+                while not queue.empty():
+                    update(*queue.get())
+                time.sleep(0.2)
+            while not queue.empty():
+                update(*queue.get())
+            return [f.result() for f in futures]
+
+
+def run(names: Sequence[str], methods: list[Method], config: Config, out: Path, *, jobs: int = 1,
+        show: bool = True) -> Outputs:
+    """Measure ``methods`` on the bundled models ``names`` and write into ``out``:
+    ``results.csv``, ``results.md``, ``deletion_<model>.png``, ``examples_<model>.png``, ``run.json``."""
+    from .data import CLASSES
+
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    results = _measure(names, methods, config, jobs, show)
+    files = [out / "results.csv", out / "results.md", out / "run.json"]
+    figures.write_csv([row for r in results for row in r.rows], files[0])
+    notes = [note for r in results for note in r.notes]
+    files[1].write_text(_preamble(config) + figures.markdown(results) + "\nNotes:\n\n"
+                        + "".join(f"- {n}\n" for n in notes))
+    for r in results:
+        for kind, plot in (("deletion", figures.plot_deletion), ("examples", None)):
+            path = out / f"{kind}_{r.model}.png"
+            if plot is not None:
+                plot(r, path)
+            else:
+                figures.plot_examples(r, path, CLASSES)
+            if path.exists():
+                files.append(path)
+    run_info = {"config": config_dict(config), "models": list(names), "methods": [m.name for m in methods],
+                "jobs": jobs, "seconds": round(time.perf_counter() - start, 1),
+                "seconds_per_model": {r.model: round(r.seconds, 1) for r in results},
+                "torch": torch.__version__, "machine": platform.machine(), "notes": notes}
+    files[2].write_text(json.dumps(run_info, indent=2) + "\n")
+    return Outputs(out, files, results)
+
+
+def _preamble(config: Config) -> str:
+    from .data import HELDOUT_SEED
+
+    seed = HELDOUT_SEED if config.seed is None else config.seed
+    return (f"Faithfulness of vanilla and LibraGrad attributions on the bundled models: {config.n} images per model "
+            f"(libragrad_fx.bench.data, seed {seed}); the target is every class present in an image. "
+            "SRG/MIF/LIF: areas under the target's sigmoid probability as 8x8 patches are replaced by zero, 10% "
+            "per step (SRG acc: the same with 'still predicted', logit > 0); AP: segmentation average precision "
+            "of the map against the target object's mask (AP patch: of the map summed per patch); Point: pointing "
+            "game; Disc: on two-object images, the "
+            "share of the map's positive mass per pixel on the target object vs the other object; Compl. err: "
+            "median |sum(map) - logit| / |logit| for maps meant to add up to the logit. "
+            f"IG: {config.ig_steps} Gauss-Legendre steps from a zero baseline; SmoothGrad: {config.sg_samples} "
+            f"samples, noise {config.sg_stdev} of the image range; Gradient and SmoothGrad maps are magnitudes.\n\n")
+
+
+def _read_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in figures.COLUMNS:
+            if key not in ("model", "method", "variant", "key"):
+                value = row.get(key, "")
+                row[key] = float(value) if value not in ("", "nan") else float("nan")
+    return rows
+
+
+def merge(into: Path, source: Path) -> list[Path]:
+    """Replace the rows, notes and figures of ``source``'s models in the results at ``into`` (two runs
+    with the same settings, e.g. one model re-run after its weights changed). Returns what it rewrote."""
+    import shutil
+
+    new = _read_rows(source / "results.csv")
+    redone = list(dict.fromkeys(r["model"] for r in new))
+    old = [r for r in _read_rows(into / "results.csv") if r["model"] not in redone]
+    info, extra = json.loads((into / "run.json").read_text()), json.loads((source / "run.json").read_text())
+    if info["config"] != extra["config"]:
+        raise ValueError(f"{source} and {into} were measured with different settings; rerun instead")
+    models = list(dict.fromkeys([*info["models"], *redone]))
+    rows = sorted(old + new, key=lambda r: models.index(r["model"]))
+    notes = [n for n in info["notes"] if n.split(":")[0] not in redone] + extra["notes"]
+    results = [ModelResult(m, [r for r in rows if r["model"] == m], {}, notes=[]) for m in models]
+    config = Config(**{k: v for k, v in info["config"].items() if k in Config.__dataclass_fields__})
+    text = _preamble(config) + figures.markdown(results) + "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
+    figures.write_csv(rows, into / "results.csv")
+    (into / "results.md").write_text(text)
+    info["notes"] = notes
+    info["seconds_per_model"].update(extra["seconds_per_model"])
+    info["merged"] = {"from": str(source), "models": redone}
+    (into / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    written = [into / "results.csv", into / "results.md", into / "run.json"]
+    for m in redone:
+        for kind in ("deletion", "examples"):
+            png = source / f"{kind}_{m}.png"
+            if png.exists():
+                shutil.copyfile(png, into / png.name)
+                written.append(into / png.name)
+    return written

@@ -1,0 +1,405 @@
+"""The faithfulness comparison (``libragrad-fx bench``): vanilla vs LibraGrad gradient methods and the
+Transformer-specific baselines on the bundled models, scored with :mod:`libragrad_fx.metrics`.
+
+Setup (LIBRAGRAD.md section 4), fixed here and written into every output:
+
+* images: ``data.generate(n, seed)`` (default the held-out seed), one or two objects each;
+* targets: *every class present* in an image, predicted by the model or not, so a two-object image
+  gives two rows (one per object) and the class-discrimination test sees both directions;
+* maps: channel sums of the input-resolution methods (Gradient and SmoothGrad as magnitudes |.|,
+  the others signed), patch grids for the CAMs and rollouts;
+* deletion: 8x8 patches (the models' patch size) replaced by zero, 10% of them per step, most or least
+  influential first, scored by the target's sigmoid probability and by "still predicted" (logit > 0);
+* segmentation AP and pointing game of the bilinearly upsampled map against the target object's mask;
+  AP also at patch resolution (pixel maps summed per 8x8 patch first, like the patch-grid methods);
+* class discrimination on two-object images: the share of the map's positive mass per pixel of the
+  target object against the other object (``per_area``), and how often the target object gets more;
+* completeness error |sum(map) - f_t(x)| for the maps meant to add up to the target logit (IxG, IG,
+  FullGrad with its non-spatial bias terms, AttnLRP): the mean absolute error and the median relative
+  error (a mean of ratios is dominated by logits near zero).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from libragrad_fx import metrics
+from libragrad_fx.attr.fullgrad import bias_pixels
+
+__all__ = ["METHODS", "Config", "Method", "ModelResult", "method_names", "resolve_methods", "run_model", "targets_of"]
+
+PATCH = 8
+STEP = 0.1
+BASELINE = "zero"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the table: an attribution method under one backward."""
+
+    key: str
+    """Command-line name (``input_x_gradient``...)."""
+    label: str
+    """Short name in tables and figures."""
+    variant: str
+    """``vanilla``, ``libragrad`` or ``baseline``."""
+    complete: bool = False
+    """The map is meant to add up to the target logit (its completeness error is reported)."""
+
+    @property
+    def name(self) -> str:
+        return self.label if self.variant == "baseline" else f"{self.variant}:{self.label}"
+
+
+_GRADIENT = (("gradient", "Gradient", False), ("input_x_gradient", "IxG", True),
+             ("integrated_gradients", "IG", True), ("smoothgrad", "SmoothGrad", False),
+             ("fullgrad", "FullGrad", True), ("gradcam", "GradCAM", False), ("hirescam", "HiResCAM", False))
+_BASELINES = (("attention_rollout", "Rollout", False), ("gae", "GAE", False), ("attnlrp", "AttnLRP", True))
+
+METHODS: tuple[Method, ...] = tuple(
+    Method(key, label, variant, complete) for key, label, complete in _GRADIENT for variant in ("vanilla", "libragrad")
+) + tuple(Method(key, label, "baseline", complete) for key, label, complete in _BASELINES)
+"""Every row, in table order."""
+
+ALIASES = {"ixg": "input_x_gradient", "ig": "integrated_gradients", "rollout": "attention_rollout"}
+
+
+def method_names() -> list[str]:
+    """The ``--methods`` vocabulary: method keys and their short aliases."""
+    return list(dict.fromkeys(m.key for m in METHODS)) + list(ALIASES)
+
+
+def resolve_methods(keys: list[str] | None) -> list[Method]:
+    """The rows for the given keys (both variants of a gradient method); None: all."""
+    if not keys:
+        return list(METHODS)
+    wanted = {ALIASES.get(k, k) for k in keys}
+    unknown = sorted(wanted - {m.key for m in METHODS})
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(method_names())}")
+    return [m for m in METHODS if m.key in wanted]
+
+
+@dataclass
+class Config:
+    """What a run measures; stored with its results."""
+
+    n: int = 500
+    seed: int | None = None
+    """Image seed; None: ``data.HELDOUT_SEED``."""
+    batch: int = 32
+    """Target rows explained per attribution call."""
+    ig_steps: int = 32
+    sg_samples: int = 16
+    sg_stdev: float = 0.15
+    """SmoothGrad's noise, as a fraction of each image's value range."""
+    lxt_python: str | None = None
+    threads: int = 1
+
+
+@dataclass
+class Targets:
+    """The rows explained: one per (image, present class)."""
+
+    image: Tensor
+    """Image index per row [R]."""
+    target: Tensor
+    """Class per row [R]."""
+    mask: Tensor
+    """The target object's mask per row [R, H, W]."""
+    other: Tensor
+    """The other object's mask [R, H, W] (empty on one-object images)."""
+    pair: Tensor
+    """The image holds two objects [R] bool."""
+
+
+def targets_of(labels: Tensor, masks: Tensor) -> Targets:
+    """Every present class of every image, in image order."""
+    image, target = labels.nonzero(as_tuple=True)
+    mask = masks[image, target]
+    count = labels.sum(1).long()
+    present = masks[image].flatten(2).any(2) & (torch.arange(labels.shape[1])[None] != target[:, None])
+    other = (masks[image] & present[:, :, None, None]).any(1)
+    return Targets(image, target, mask, other, count[image] == 2)
+
+
+@dataclass
+class ModelResult:
+    """One model's rows, mean deletion curves and a few example maps."""
+
+    model: str
+    rows: list[dict[str, Any]]
+    curves: dict[str, dict[str, list[float]]]
+    """method name -> {"fractions", "mif", "lif"} mean target probability."""
+    examples: dict[str, Any] = field(default_factory=dict)
+    """``images`` [k, 3, H, W], ``targets`` [k], ``masks`` [k, H, W], ``maps`` {method name: [k, h, w]}."""
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- the maps
+
+
+def _channels(a: Tensor) -> Tensor:
+    return a.sum(1) if a.dim() == 4 else a
+
+
+class _Maps:
+    """The maps of every method for one model, given (images, targets): [B, h, w] and, for the
+    methods meant to be complete, what they attribute in total [B]."""
+
+    def __init__(self, name: str, model: torch.nn.Module, example: Tensor, config: Config) -> None:
+        from libragrad_fx import attr, transform
+
+        self.name, self.model, self.config, self.example = name, model, config, example
+        self.gm = {p: transform(model, example, preset=p) for p in ("vanilla", "libragrad")}
+        self.attr = attr
+        self._made: dict[str, Any] = {}
+
+    def _method(self, cls: type, preset: str) -> Any:
+        key = f"{cls.__name__}:{preset}"
+        if key not in self._made:
+            self._made[key] = cls(self.gm[preset])
+        return self._made[key]
+
+    def zero_logits(self) -> Tensor:
+        """f(0) per class: Integrated Gradients' baseline value."""
+        if not hasattr(self, "_zero"):
+            with torch.no_grad():
+                self._zero = self.model(torch.zeros(1, *self.example.shape[1:]))[0].double()
+        return self._zero
+
+    def __call__(self, method: Method, x: Tensor, t: Tensor, seed: int) -> tuple[Tensor, Tensor | None]:
+        """(map [B, h, w], what it attributes in total [B] minus what it should add up to besides the
+        logit, or None)."""
+        a, c = self.attr, self.config
+        preset = "vanilla" if method.variant == "baseline" else method.variant
+        key = method.key
+        if key == "gradient":
+            return _channels(self._method(a.Gradient, preset).attribute(x, target=t, abs=True)), None
+        if key == "input_x_gradient":
+            m = self._method(a.InputXGradient, preset).attribute(x, target=t)
+            return _channels(m), m.flatten(1).sum(1, dtype=torch.float64)
+        if key == "integrated_gradients":
+            m = self._method(a.IntegratedGradients, preset).attribute(x, target=t, n_steps=c.ig_steps,
+                                                                      internal_batch_size=x.shape[0] * 8)
+            # IG adds up to f(x) - f(0) (zero baseline): compare sum + f(0) with f(x)
+            return _channels(m), m.flatten(1).sum(1, dtype=torch.float64) + self.zero_logits()[t]
+        if key == "smoothgrad":
+            g = torch.Generator().manual_seed(seed)
+            m = self._method(a.SmoothGrad, preset).attribute(x, target=t, nt_samples=c.sg_samples,
+                                                             stdevs=c.sg_stdev * _range(x), generator=g,
+                                                             nt_samples_batch_size=8)
+            return _channels(m).abs(), None
+        if key == "fullgrad":
+            # FullGrad.attribute's map from the same pass as the totals (one forward and backward)
+            parts = self._method(a.FullGrad, preset).decompose(x, target=t, keep_contributions=True)
+            placed = bias_pixels(parts.contributions, x.shape[0], (x.shape[-2] // PATCH, x.shape[-1] // PATCH),
+                                 tuple(x.shape[-2:]))
+            heat = _channels(parts.inputs[0]) + (0 if placed is None else placed.to(x.dtype))
+            return heat, parts.attributed
+        if key == "gradcam":
+            return self._method(a.GradCAM, preset).attribute(x, target=t), None
+        if key == "hirescam":
+            return self._method(a.HiResCAM, preset).attribute(x, target=t), None
+        if key == "attention_rollout":
+            return self._method(a.AttentionRollout, preset).attribute(x, target=t), None
+        if key == "gae":
+            return self._method(a.GradientRollout, preset).attribute(x, target=t), None
+        raise ValueError(f"no map for {method.key}")
+
+
+def _range(x: Tensor) -> float:
+    """The images' mean value range (SmoothGrad's noise scale)."""
+    flat = x.flatten(1)
+    return float((flat.max(1).values - flat.min(1).values).mean())
+
+
+def has_attention(maps: _Maps, x: Tensor) -> bool:
+    """Whether the rollouts can read attention from this model (not from an MLP-Mixer)."""
+    try:
+        maps.attr.AttentionRollout(maps.gm["vanilla"]).attribute(x[:1])
+    except ValueError as error:
+        if "no attention" in str(error):
+            return False
+        raise
+    return True
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class _Scores:
+    """Per-row scores of one method, filled batch by batch."""
+
+    parts: dict[str, list[Tensor]] = field(default_factory=dict)
+    curves: dict[str, list[Tensor]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, key: str, value: Tensor) -> None:
+        self.parts.setdefault(key, []).append(value.detach().double().cpu())
+
+    def get(self, key: str) -> Tensor | None:
+        return torch.cat(self.parts[key]) if key in self.parts else None
+
+
+def _score_batch(scores: _Scores, model, x: Tensor, maps_: Tensor, total: Tensor | None, logit: Tensor,
+                 rows: Targets, sl: slice) -> None:
+    t = rows.target[sl]
+    result = metrics.deletion_curves(model, x, maps_, t, patch_size=PATCH, step_fraction=STEP, baseline=BASELINE,
+                                     output="sigmoid")
+    for kind, parts in result.auc.items():
+        for name, v in parts.items():
+            scores.add(f"{kind}_{name}", v)
+    scores.curves.setdefault("mif", []).append(result.mif_prob)
+    scores.curves.setdefault("lif", []).append(result.lif_prob)
+    scores.curves["fractions"] = [result.fractions]
+    scores.add("seg_ap", metrics.segmentation_ap(maps_, rows.mask[sl]))
+    # the same at patch resolution: pixel maps summed per patch (what deletion ranks), upsampled
+    h, w = x.shape[-2] // PATCH, x.shape[-1] // PATCH
+    patches = metrics.patch_scores(maps_, tuple(x.shape[-2:]), PATCH).reshape(-1, h, w)
+    scores.add("seg_ap_patch", metrics.segmentation_ap(patches, rows.mask[sl]))
+    scores.add("pointing", metrics.pointing_game(maps_, rows.mask[sl]))
+    pair = rows.pair[sl]
+    if pair.any():
+        d = metrics.class_discrimination(maps_[pair], rows.mask[sl][pair], rows.other[sl][pair], per_area=True)
+        scores.add("disc_share", d["share"])
+        scores.add("disc_rate", d["more_on_a"])
+    if total is not None:
+        err, rel = metrics.completeness_error(total, logit)
+        scores.add("compl_abs", err)
+        scores.add("compl_rel", rel)
+
+
+def _summary(model: str, method: Method, scores: _Scores | None, n_images: int, n_rows: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"model": model, "method": method.label, "variant": method.variant, "key": method.key,
+                           "n_images": n_images, "n_targets": n_rows}
+    keys = ("prob_srg", "prob_mif", "prob_lif", "pred_srg", "pred_mif", "pred_lif", "seg_ap", "seg_ap_patch",
+            "pointing", "disc_share", "disc_rate")
+    for k in keys:
+        v = scores.get(k) if scores is not None else None
+        row[k] = float(torch.nanmean(v)) if v is not None and v.numel() else math.nan
+    v = scores.get("disc_share") if scores is not None else None
+    row["n_pairs"] = 0 if v is None else int(v.numel())
+    err = scores.get("compl_abs") if scores is not None else None
+    rel = scores.get("compl_rel") if scores is not None else None
+    row["compl_abs_mean"] = float(err.mean()) if err is not None else math.nan
+    row["compl_rel_median"] = float(rel.median()) if rel is not None else math.nan
+    row["ms_per_target"] = 1e3 * scores.seconds / max(n_rows, 1) if scores is not None else math.nan
+    return row
+
+
+# --------------------------------------------------------------------------- one model
+
+
+def run_model(name: str, methods: list[Method], config: Config,
+              progress: Callable[[str, int, int], None] | None = None, examples: int = 2) -> ModelResult:
+    """Every method's maps and scores on one bundled model (see the module's docstring for the setup).
+
+    ``progress(name, done, total)`` is called after every (method, batch); ``examples`` images
+    (two-object ones first, each with both targets) keep their maps for the example grid.
+    """
+    from . import models
+    from .data import HELDOUT_SEED, generate
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    seed = HELDOUT_SEED if config.seed is None else config.seed
+    model = models.load(name)
+    data = generate(config.n, seed=seed)
+    rows = targets_of(data.labels, data.masks)
+    with torch.no_grad():
+        logits = torch.cat([model(data.images[i:i + 256]) for i in range(0, config.n, 256)])
+    row_logit = logits[rows.image, rows.target]
+    maps = _Maps(name, model, data.images[:2], config)
+    notes = [f"{name}: {config.n} images (seed {seed}), {len(rows.target)} targets (every present class), "
+             f"{int(rows.pair.sum())} of them on two-object images; the model predicts "
+             f"{float((row_logit > 0).float().mean()):.0%} of the targets (logit > 0)"]
+    attention = has_attention(maps, data.images)
+    wanted = [m for m in methods if m.key not in ("attention_rollout", "gae") or attention]
+    skipped = [m for m in methods if m not in wanted]
+    if skipped:
+        notes.append(f"{name}: {', '.join(m.label for m in skipped)} n/a (the model has no attention)")
+
+    lrp_maps = None
+    if any(m.key == "attnlrp" for m in wanted):
+        lrp_maps, note = _attnlrp(name, data.images[rows.image], rows.target, row_logit, config)
+        notes.append(note)
+        if lrp_maps is None:
+            wanted = [m for m in wanted if m.key != "attnlrp"]
+
+    scores = {m.name: _Scores() for m in wanted}
+    ex_rows = _example_rows(rows, examples)
+    kept: dict[str, list[Tensor]] = {m.name: [] for m in wanted}
+    batches = list(range(0, len(rows.target), config.batch))
+    total, done = len(batches) * len(wanted), 0
+    for b, lo in enumerate(batches):
+        sl = slice(lo, min(lo + config.batch, len(rows.target)))
+        x = data.images[rows.image[sl]]
+        t = rows.target[sl]
+        for m in wanted:
+            t0 = time.perf_counter()
+            if m.key == "attnlrp":
+                map_, total_ = lrp_maps[0][sl], lrp_maps[1][sl]
+            else:
+                map_, total_ = maps(m, x, t, seed=seed + b)
+            map_ = map_.detach().float()
+            scores[m.name].seconds += time.perf_counter() - t0
+            _score_batch(scores[m.name], model, x, map_, total_, row_logit[sl], rows, sl)
+            sel = ex_rows[(ex_rows >= sl.start) & (ex_rows < sl.stop)] - sl.start
+            if len(sel):
+                kept[m.name].append(map_[sel])
+            done += 1
+            if progress is not None:
+                progress(name, done, total)
+    if lrp_maps is not None:
+        scores["AttnLRP"].seconds += lrp_maps[2]
+
+    table = [_summary(name, m, scores.get(m.name), config.n, len(rows.target)) for m in methods]
+    curves = {m.name: {"fractions": scores[m.name].curves["fractions"][0].tolist(),
+                       "mif": torch.cat(scores[m.name].curves["mif"]).mean(0).tolist(),
+                       "lif": torch.cat(scores[m.name].curves["lif"]).mean(0).tolist()}
+              for m in wanted if scores[m.name].curves}
+    example = {"images": data.images[rows.image[ex_rows]], "targets": rows.target[ex_rows],
+               "masks": rows.mask[ex_rows], "others": rows.other[ex_rows],
+               "maps": {k: torch.cat(v) for k, v in kept.items() if v}}
+    return ModelResult(name, table, curves, example, notes, time.perf_counter() - start)
+
+
+def _attnlrp(name: str, images: Tensor, target: Tensor, logit: Tensor,
+             config: Config) -> tuple[tuple[Tensor, Tensor, float] | None, str]:
+    """AttnLRP's (maps [R, H, W], totals [R], seconds) from lxt in its own process, and a note; None
+    and the reason where lxt is missing or fails."""
+    from .attnlrp import AttnLRP, LXTUnavailable
+
+    start = time.perf_counter()
+    try:
+        lrp = AttnLRP.bundled(name, python=config.lxt_python, threads=config.threads)
+        relevance, lrp_logit = lrp.attribute(images, target)
+    except (LXTUnavailable, RuntimeError) as error:  # RuntimeError: the worker failed (e.g. lxt's imports)
+        return None, f"{name}: AttnLRP skipped: {error}"
+    gap = float((lrp_logit - logit).abs().max()) if len(logit) else 0.0
+    maps = (relevance.sum(1), relevance.flatten(1).sum(1, dtype=torch.float64), time.perf_counter() - start)
+    return maps, (f"{name}: AttnLRP (lxt's rules, uniform rule in attention) computed in a separate process with "
+                  f"{lrp.python}; its forward differs from the model's by {gap:.1e} at most")
+
+
+def _example_rows(rows: Targets, images: int) -> Tensor:
+    """The rows of the first ``images`` two-object images (both targets of each), topped up with
+    one-object images where there are fewer."""
+    pairs = torch.unique(rows.image[rows.pair])[:images]
+    singles = torch.unique(rows.image[~rows.pair])[:images - len(pairs)]
+    return torch.nonzero(torch.isin(rows.image, torch.cat([pairs, singles]))).flatten()
+
+
+def config_dict(config: Config) -> dict[str, Any]:
+    d = asdict(config)
+    d.update(patch=PATCH, step_fraction=STEP, baseline=BASELINE)
+    return d

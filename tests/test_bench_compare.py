@@ -1,0 +1,133 @@
+"""``libragrad-fx bench`` and ``libragrad-fx demo`` end to end on a few images: they run, write what
+they say, and the numbers are sane (no tuned values: only ranges and vanilla-vs-LibraGrad orders of
+magnitude that the method guarantees)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from libragrad_fx.bench import faithfulness
+from libragrad_fx.bench.data import generate
+from libragrad_fx.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_targets_are_every_present_class() -> None:
+    batch = generate(12, seed=5)
+    rows = faithfulness.targets_of(batch.labels, batch.masks)
+    assert len(rows.target) == int(batch.labels.sum())
+    for r in range(len(rows.target)):
+        i, c = int(rows.image[r]), int(rows.target[r])
+        assert batch.labels[i, c] == 1
+        assert torch.equal(rows.mask[r], batch.masks[i, c])
+        others = [k for k in batch.labels[i].nonzero().flatten().tolist() if k != c]
+        expected = batch.masks[i, others[0]] if others else torch.zeros_like(rows.mask[r])
+        assert torch.equal(rows.other[r], expected)
+        assert bool(rows.pair[r]) == bool(others)
+
+
+def test_unknown_method_and_model(capsys) -> None:
+    with pytest.raises(ValueError, match="valid: gradient"):
+        faithfulness.resolve_methods(["nope"])
+    assert main(["bench", "--models", "nope", "--n", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "valid: " in err[0]
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    fake = out / "no-lxt-python"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    code = main(["bench", "--n", "4", "--models", "vit,mixer", "--methods", "ixg,fullgrad,gradcam,rollout,gae,attnlrp",
+                 "--ig-steps", "2", "--sg-samples", "2", "--batch", "4", "--out", str(out), "--no-progress",
+                 "--lxt-python", str(fake)])
+    assert code == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    return out, rows
+
+
+def test_bench_writes_what_it_says(bench_run, capsys) -> None:
+    out, rows = bench_run
+    for name in ("results.csv", "results.md", "run.json", "deletion_vit.png", "deletion_mixer.png",
+                 "examples_vit.png", "examples_mixer.png"):
+        assert (out / name).is_file(), name
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == PNG
+    methods = {(r["model"], r["method"], r["variant"]) for r in rows}
+    for model in ("vit", "mixer"):
+        for label in ("IxG", "FullGrad", "GradCAM"):
+            assert {(model, label, "vanilla"), (model, label, "libragrad")} <= methods
+        assert (model, "AttnLRP", "baseline") in methods
+    text = (out / "results.md").read_text()
+    assert "### vit" in text and "### mixer" in text
+    assert "AttnLRP skipped" in text  # no lxt: a row of n/a and a note, not an error
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["n"] == 4 and info["config"]["baseline"] == "zero"
+
+
+def _row(rows, model, method, variant):
+    return next(r for r in rows if (r["model"], r["method"], r["variant"]) == (model, method, variant))
+
+
+def test_bench_numbers_are_sane(bench_run) -> None:
+    _, rows = bench_run
+    for r in rows:
+        if r["method"] in ("Rollout", "GAE") and r["model"] == "mixer" or r["method"] == "AttnLRP":
+            assert math.isnan(float(r["seg_ap"]))  # n/a: no attention / no lxt
+            continue
+        for key in ("seg_ap", "pointing", "prob_mif", "prob_lif", "disc_share"):
+            v = float(r[key])
+            assert math.isnan(v) and key == "disc_share" or 0.0 <= v <= 1.0, (r["method"], key, v)
+        assert -1.0 <= float(r["prob_srg"]) <= 1.0
+        assert int(r["n_targets"]) >= 4
+    for model in ("vit", "mixer"):
+        lg = float(_row(rows, model, "FullGrad", "libragrad")["compl_rel_median"])
+        van = float(_row(rows, model, "FullGrad", "vanilla")["compl_rel_median"])
+        assert lg < 1e-4  # complete to float precision (LIBRAGRAD.md section 1)
+        assert van > 100 * lg  # GELU and LayerNorm break it without the rules
+        assert math.isnan(float(_row(rows, model, "GradCAM", "libragrad")["compl_rel_median"]))
+
+
+def test_demo(tmp_path, capsys) -> None:
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text
+    lines = [line.split() for line in text.splitlines() if "FullGrad" in line and "libragrad" in line.split()[:3]]
+    assert len(lines) == 2  # both classes
+    for parts in lines:
+        assert float(parts[6]) < 1e-4  # relative completeness error of LibraGrad FullGrad
+    assert main(["demo", "--out", str(tmp_path / "demo.jpg")]) == 2
+    assert main(["demo", "--out", str(out), "--model", "nope"]) == 2
+
+
+def test_rerun_of_one_model_is_deterministic_and_merges(bench_run, tmp_path) -> None:
+    from libragrad_fx.bench.compare import merge
+
+    out, rows = bench_run
+    fake = out / "no-lxt-python"
+    again = tmp_path / "vit"
+    assert main(["bench", "--n", "4", "--models", "vit", "--methods", "ixg,fullgrad,gradcam,rollout,gae,attnlrp",
+                 "--ig-steps", "2", "--sg-samples", "2", "--batch", "4", "--out", str(again), "--no-progress",
+                 "--lxt-python", str(fake)]) == 0
+    merged = tmp_path / "merged"
+    import shutil
+
+    shutil.copytree(out, merged)
+    merge(merged, again)
+    with open(merged / "results.csv") as f:
+        after = list(csv.DictReader(f))
+    assert [(r["model"], r["method"], r["variant"]) for r in after] == [(r["model"], r["method"], r["variant"])
+                                                                       for r in rows]
+    for a, b in zip(after, rows):
+        for key in ("prob_srg", "seg_ap", "pointing", "compl_rel_median"):
+            assert a[key] == b[key]  # same images, same seeds: the same numbers
