@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import timm
 import torch
 from archs import build
 
@@ -187,3 +188,20 @@ def test_rollout_on_attention_pooling_and_its_absence():
     mixer, x = build("mixer")
     with pytest.raises(ValueError, match="no attention"):
         attr.AttentionRollout(mixer).attribute(x)
+
+
+def test_gae_reads_the_rows_the_head_reads():
+    """A class token the head never reads (mean pooling over patches): GAE averages the patch rows, not the
+    class token's row (which gets no gradient and would give a map of ~0)."""
+    torch.manual_seed(0)
+    kw = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=4)
+    pooled = timm.models.vision_transformer.VisionTransformer(class_token=True, global_pool="avg", **kw).eval()
+    x = torch.randn(2, 3, 32, 32)
+    auto = attr.GradientRollout(pooled).attribute(x, 1)
+    cls = attr.GradientRollout(pooled, readout="cls").attribute(x, 1)
+    # R = I + non-negative terms: averaged over the patch rows, the patch columns sum to >= 1 (each row's own 1);
+    # the class token's row has its 1 on the class token, off the grid, and only gradient terms on it
+    assert bool((auto.sum((1, 2)) >= 1 - 1e-6).all()) and bool((cls.sum((1, 2)) < 0.1).all())
+    token = timm.models.vision_transformer.VisionTransformer(class_token=True, global_pool="token", **kw).eval()
+    torch.testing.assert_close(attr.GradientRollout(token).attribute(x, 1),
+                               attr.GradientRollout(token, readout="cls").attribute(x, 1))

@@ -119,8 +119,9 @@ class _Rollout(Attribution):
         preset: for a plain model, the rule preset (default ``libragrad``; the gradient-weighted
             rollout's gradients follow it).
         grid: the patch grid (h, w); None: read from the model's first convolution.
-        readout: ``auto`` (the class token when the sequence has prefix tokens, else the mean over
-            tokens), ``cls`` or ``mean``.
+        readout: ``auto`` (the gradient-weighted form: the mean over the last layer's rows the target's
+            gradient reaches, i.e. the class token's row or the pooled tokens' rows; plain rollout: the class
+            token when the sequence has prefix tokens, else the mean over tokens), ``cls`` or ``mean``.
     """
 
     uses_gradient = False
@@ -180,7 +181,7 @@ class _Rollout(Attribution):
         grid = self.grid or (tuple(probe.shape[-2:]) if isinstance(probe, Tensor) and probe.dim() == 4 else None)
         with torch.no_grad():
             values = {n: v.detach() if isinstance(v, Tensor) else v for n, v in values.items()}
-            relevance = self._roll(sites, values, grads, grid)
+            relevance = self._roll(sites, values, grads, grid, _read_rows(sites[-1], grads))
         where = maps.layout((batch, relevance.shape[1], 1), batch, grid, None)
         if where is None:
             raise ValueError(f"{type(self).__name__}: {relevance.shape[1]} tokens do not form the patch grid "
@@ -188,8 +189,9 @@ class _Rollout(Attribution):
         spatial, _ = maps.as_tokens(relevance[..., None], where)
         return spatial[..., 0].reshape(batch, *where.grid)
 
-    def _roll(self, sites: list[AttentionSite], values: dict, grads: dict, grid: tuple[int, int] | None) -> Tensor:
-        """The relevance of each token [B, N]."""
+    def _roll(self, sites: list[AttentionSite], values: dict, grads: dict, grid: tuple[int, int] | None,
+              read: Tensor | None = None) -> Tensor:
+        """The relevance of each token [B, N]; ``read`` [B, N]: the last layer's rows the target reads."""
         rolled: Tensor | None = None
         pooled: Tensor | None = None
         for site in sites:
@@ -207,6 +209,10 @@ class _Rollout(Attribution):
                 pooled = layer.mean(1, keepdim=True) @ rolled
         if pooled is not None:
             return pooled[:, 0]
+        if self.readout == "auto" and read is not None and read.shape == rolled.shape[:2] and read.any(1).all():
+            # the rows the output reads (the class token's; every patch token's under mean pooling)
+            weights = read.to(rolled.dtype)
+            return (weights[..., None] * rolled).sum(1) / weights.sum(1, keepdim=True)
         has_prefix = grid is not None and rolled.shape[-1] > grid[0] * grid[1]
         return rolled[:, 0] if self.readout == "cls" or (self.readout == "auto" and has_prefix) else rolled.mean(1)
 
@@ -248,3 +254,11 @@ class GradientRollout(_Rollout):
 
 
 GAE = GradientRollout
+
+
+def _read_rows(site: AttentionSite, grads: dict) -> Tensor | None:
+    """[B, N] bool: the query rows of the last attention whose output the target's gradient reaches."""
+    g = grads.get(site.node)
+    if not isinstance(g, Tensor) or g.dim() < 3:
+        return None
+    return g.abs().sum(-1).flatten(1, -2).sum(1) > 0 if g.dim() > 3 else g.abs().sum(-1) > 0
