@@ -5,7 +5,7 @@ from ._source_tree import ensure_passes as _ensure_passes
 
 _ensure_passes(__name__, _os.path.dirname(__file__))
 
-from . import passes, pruned_ops, rules  # noqa: E402  (registers the torch.ops.libragrad custom ops)
+from . import passes, pruned_ops, rules  # noqa: E402, F401  (registers the torch.ops.libragrad custom ops)
 from .capture import CaptureError  # noqa: E402
 from .frozen import frozen_parameters  # noqa: E402
 from .report import Report, UnclassifiedOpWarning  # noqa: E402
