@@ -110,6 +110,11 @@ class FullGrad(Attribution):
                   additional_forward_args: Any = None) -> Tensor | tuple[Tensor, ...]:
         """The FullGrad map, shaped like ``inputs``: Input x Gradient plus the bias maps laid on the
         image (first 4-D input), sums kept. Args as :meth:`decompose`."""
+        return self.attribute_with_totals(inputs, target, additional_forward_args)[0]
+
+    def attribute_with_totals(self, inputs: Inputs, target: Target = None, additional_forward_args: Any = None
+                              ) -> tuple[Tensor | tuple[Tensor, ...], FullGradResult]:
+        """:meth:`attribute`'s map and :meth:`decompose`'s result from one forward and backward."""
         result, probe = self._run(inputs, target, additional_forward_args, keep_contributions=True)
         xs = as_tuple(inputs)
         maps_ = list(result.inputs)
@@ -120,7 +125,7 @@ class FullGrad(Attribution):
             placed = bias_pixels(result.contributions, x.shape[0], grid, tuple(x.shape[-2:]))
             if placed is not None:
                 maps_[image] = maps_[image] + (placed / x.shape[1])[:, None].to(x.dtype)
-        return like(inputs, tuple(maps_))
+        return like(inputs, tuple(maps_)), result
 
     def _run(self, inputs: Inputs, target: Target, additional_forward_args: Any,
              keep_contributions: bool) -> tuple[FullGradResult, Tensor | None]:

@@ -90,9 +90,8 @@ def run(out: str | os.PathLike = "libragrad_demo.png", seed: int | None = None, 
             logits = gm(x).gather(1, classes[:, None])[:, 0]
         for key, label in METHODS:
             if key == "fullgrad":
-                fg = attr.FullGrad(gm)
-                heat = fg.attribute(x, target=classes).sum(1)
-                total = fg.decompose(x, target=classes).attributed
+                heat, parts = attr.FullGrad(gm).attribute_with_totals(x, target=classes)
+                heat, total = heat.sum(1), parts.attributed
             else:
                 m = attr.InputXGradient(gm).attribute(x, target=classes)
                 heat, total = m.sum(1), m.flatten(1).sum(1, dtype=torch.float64)

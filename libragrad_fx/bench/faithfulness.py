@@ -30,7 +30,6 @@ import torch
 from torch import Tensor
 
 from libragrad_fx import metrics
-from libragrad_fx.attr.fullgrad import bias_pixels
 
 __all__ = ["METHODS", "Config", "Method", "ModelResult", "method_names", "resolve_methods", "run_model", "targets_of"]
 
@@ -198,12 +197,8 @@ class _Maps:
                                                              nt_samples_batch_size=8)
             return _channels(m).abs(), None
         if key == "fullgrad":
-            # FullGrad.attribute's map from the same pass as the totals (one forward and backward)
-            parts = self._method(a.FullGrad, preset).decompose(x, target=t, keep_contributions=True)
-            placed = bias_pixels(parts.contributions, x.shape[0], (x.shape[-2] // PATCH, x.shape[-1] // PATCH),
-                                 tuple(x.shape[-2:]))
-            heat = _channels(parts.inputs[0]) + (0 if placed is None else placed.to(x.dtype))
-            return heat, parts.attributed
+            heat, parts = self._method(a.FullGrad, preset).attribute_with_totals(x, target=t)
+            return _channels(heat), parts.attributed
         if key == "gradcam":
             return self._method(a.GradCAM, preset).attribute(x, target=t), None
         if key == "hirescam":
