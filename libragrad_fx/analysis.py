@@ -28,7 +28,7 @@ import torch.fx as fx
 from .ops import GATE_FAMILY, OFFSET_GATES, ZERO_PRESERVING_GATES, Category, category_of
 from .spelling import OpCall, describe
 
-__all__ = ["Kind", "Facts", "Analysis", "Cut", "Liveness", "live_nodes", "META"]
+__all__ = ["Kind", "Facts", "Analysis", "Cut", "Liveness", "live_nodes", "flatten_nodes", "META"]
 
 META = "libragrad"
 
@@ -127,7 +127,7 @@ class Analysis:
         """(argument name, node) for the input-dependent, value-carrying arguments of ``node``."""
         facts = self.facts[node]
         if facts.op is None:
-            return [("output", a) for a in _flatten_nodes(node.args) if self.dep(a)] if node.op == "output" else []
+            return [("output", a) for a in flatten_nodes(node.args) if self.dep(a)] if node.op == "output" else []
         skip = _SELECTORS.get(facts.op.name, ())
         out = []
         for name, value in facts.op.tensor_args():
@@ -255,7 +255,7 @@ class Analysis:
         return _inherit_gate(facts, first_gate)
 
     def _any_dep(self, node: fx.Node) -> bool:
-        return any(self.dep(a) for a in _flatten_nodes((node.args, node.kwargs)))
+        return any(self.dep(a) for a in flatten_nodes((node.args, node.kwargs)))
 
     def _getitem(self, node: fx.Node, facts: Facts) -> Facts:
         parent = node.args[0]
@@ -407,7 +407,8 @@ def _placeholder_is_tensor(node: fx.Node) -> bool:
     return True
 
 
-def _flatten_nodes(value: Any) -> list[fx.Node]:
+def flatten_nodes(value: Any) -> list[fx.Node]:
+    """The nodes in an argument structure (args, kwargs, nested lists), in order."""
     out: list[fx.Node] = []
     fx.node.map_arg(value, out.append)
     return out

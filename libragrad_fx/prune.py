@@ -25,10 +25,11 @@ from typing import Any, Iterable
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.utils._pytree as pytree
 
 from libragrad_fx.passes import Replace, param
 
-from .analysis import Analysis, Cut, Kind, Liveness
+from .analysis import Analysis, Cut, Kind, Liveness, flatten_nodes
 from .pruned_ops import OPS
 from .rewrite import apply_edits
 from .spelling import describe
@@ -161,7 +162,7 @@ def _live_features(analysis: Analysis, linear: fx.Node, flow: Liveness, cut: set
             if user in flow.live and (node, user, arg) not in cut:
                 if node is linear:
                     return torch.ones(features, dtype=torch.bool)  # read whole: nothing to prune
-                for t in _tensors(index[node]):
+                for t in (v for v in pytree.tree_leaves(index[node]) if isinstance(v, torch.Tensor)):
                     live |= torch.bincount(t.reshape(-1), minlength=features) > 0
                 if live.all():
                     return live
@@ -178,8 +179,8 @@ def _rearrange(analysis: Analysis, node: fx.Node, index: dict, values: dict) -> 
         return None
     if node.op == "call_module" and not isinstance(facts.op.module, (nn.Identity, nn.Dropout)):
         return None
-    tensors = [a for a in _flat_nodes((node.args, node.kwargs)) if a in index]
-    others = [a for a in _flat_nodes((node.args, node.kwargs)) if a not in index]
+    tensors = [a for a in flatten_nodes((node.args, node.kwargs)) if a in index]
+    others = [a for a in flatten_nodes((node.args, node.kwargs)) if a not in index]
     if len(tensors) != 1 or any(isinstance(values.get(a), torch.Tensor) or a not in values for a in others):
         return None  # another tensor operand (or an unknown value) takes part: not a rearrangement
     source = index[tensors[0]]
@@ -207,20 +208,6 @@ def _ranges(mask: torch.Tensor) -> list[int]:
     return flat
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    return []
-
-
-def _flat_nodes(value: Any) -> list[fx.Node]:
-    out: list[fx.Node] = []
-    fx.node.map_arg(value, out.append)
-    return out
-
-
 # --- shapes ------------------------------------------------------------------------------------
 
 def meta_values(gm: fx.GraphModule, example_inputs: Any, example_kwargs: dict | None = None) -> dict | None:
@@ -245,7 +232,7 @@ def meta_values(gm: fx.GraphModule, example_inputs: Any, example_kwargs: dict | 
         runner.run(*(_to_meta(a) for a in inputs))
     except Exception:
         return None  # a data-dependent op: no shapes, no pruning of projections
-    return runner.values
+    return runner.env
 
 
 def _recorded_values(gm: fx.GraphModule) -> dict | None:
@@ -281,13 +268,7 @@ class _MetaInterpreter(fx.Interpreter):
     """Runs a graph on meta tensors: parameters and buffers are swapped for meta stand-ins."""
 
     def __init__(self, gm: fx.GraphModule) -> None:
-        super().__init__(gm)
-        self.values: dict[fx.Node, Any] = {}
-
-    def run_node(self, n: fx.Node) -> Any:
-        value = super().run_node(n)
-        self.values[n] = value
-        return value
+        super().__init__(gm, garbage_collect_values=False)  # every value stays in self.env
 
     def get_attr(self, target, args, kwargs) -> Any:
         return _to_meta(super().get_attr(target, args, kwargs))
