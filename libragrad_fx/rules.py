@@ -197,11 +197,12 @@ def mish(x: Tensor) -> Tensor:
     return F.mish(x)
 
 
-_ACTIVATION_GATES = {
-    "gelu": lambda x, args: _gelu_gate(x, args[0] if args else "none"),
-    "silu": lambda x, args: torch.sigmoid(x),
-    "hardswish": lambda x, args: F.relu6(x + 3.0) / 6.0,
-    "mish": lambda x, args: torch.tanh(F.softplus(x)),
+# grad * gate(x): the activation's gate detached (LIBRAGRAD.md, gate pruning)
+_ACTIVATION_BACKWARDS = {
+    "gelu": lambda grad, x, args: _gelu_backward(grad, x, args[0] if args else "none"),
+    "silu": lambda grad, x, args: grad * torch.sigmoid(x),
+    "hardswish": lambda grad, x, args: grad * (F.relu6(x + 3.0) / 6.0),
+    "mish": lambda grad, x, args: grad * torch.tanh(F.softplus(x)),
 }
 
 
@@ -212,9 +213,7 @@ def _register_activation(op, name: str) -> None:
 
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        if name == "gelu":
-            return (_gelu_backward(grad, x, ctx.extra[0] if ctx.extra else "none"),) + (None,) * len(ctx.extra)
-        return (grad * _ACTIVATION_GATES[name](x, ctx.extra),) + (None,) * len(ctx.extra)
+        return (_ACTIVATION_BACKWARDS[name](grad, x, ctx.extra),) + (None,) * len(ctx.extra)
 
     op.register_fake(lambda x, *args: torch.empty_like(x))
     op.register_autograd(backward, setup_context=setup_context)
