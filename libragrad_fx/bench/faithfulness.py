@@ -217,14 +217,14 @@ def _range(x: Tensor) -> float:
 
 
 def has_attention(maps: _Maps, x: Tensor) -> bool:
-    """Whether the rollouts can read attention from this model (not from an MLP-Mixer)."""
-    try:
-        maps.attr.AttentionRollout(maps.gm["vanilla"]).attribute(x[:1])
-    except ValueError as error:
-        if "no attention" in str(error):
-            return False
-        raise
-    return True
+    """Whether the rollouts can read attention from this model (not from an MLP-Mixer): the same graph
+    question the rollouts ask (attention on a gradient path), without running one."""
+    from libragrad_fx.attr.rollout import attention_sites
+    from libragrad_fx.taps import gradient_paths
+
+    gm = maps.gm["vanilla"]
+    analysis, live = gradient_paths(gm, 1)
+    return bool(attention_sites(gm, analysis, live))
 
 
 # --------------------------------------------------------------------------- scoring
