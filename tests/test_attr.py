@@ -205,3 +205,40 @@ def test_gae_reads_the_rows_the_head_reads():
     token = timm.models.vision_transformer.VisionTransformer(class_token=True, global_pool="token", **kw).eval()
     torch.testing.assert_close(attr.GradientRollout(token).attribute(x, 1),
                                attr.GradientRollout(token, readout="cls").attribute(x, 1))
+
+
+def test_rollout_reads_the_rows_the_head_reads():
+    """Plain rollout has no gradient to weight by, but its auto readout still asks autograd which rows the
+    head reads: the patch rows' mean under mean pooling, the class token's row under token pooling."""
+    torch.manual_seed(0)
+    kw = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=4)
+    x = torch.randn(2, 3, 32, 32)
+    pooled = timm.models.vision_transformer.VisionTransformer(class_token=True, global_pool="avg", **kw).eval()
+    torch.testing.assert_close(attr.AttentionRollout(pooled).attribute(x, 1), _patch_rows_mean(pooled, x))
+    assert not torch.allclose(attr.AttentionRollout(pooled).attribute(x, 1),
+                              attr.AttentionRollout(pooled, readout="cls").attribute(x, 1))
+    token = timm.models.vision_transformer.VisionTransformer(class_token=True, global_pool="token", **kw).eval()
+    torch.testing.assert_close(attr.AttentionRollout(token).attribute(x, 1),
+                               attr.AttentionRollout(token, readout="cls").attribute(x, 1))
+    # frozen parameters and no gradient on the input requested by the caller: still found
+    for p in pooled.parameters():
+        p.requires_grad_(False)
+    torch.testing.assert_close(attr.AttentionRollout(pooled).attribute(x, 1), _patch_rows_mean(pooled, x))
+
+
+def _patch_rows_mean(model, x):
+    """Rollout by hand from the model's attention maps (timm's fused_attn off): the mean of the patch rows."""
+    maps_ = []
+    for blk in model.blocks:
+        blk.attn.fused_attn = False
+        blk.attn.attn_drop.register_forward_hook(lambda m, i, o: maps_.append(o.mean(1)))
+    with torch.no_grad():
+        model(x)
+    for blk in model.blocks:
+        blk.attn.fused_attn = True
+        blk.attn.attn_drop._forward_hooks.clear()
+    n = maps_[0].shape[-1]
+    rolled = torch.eye(n).expand(x.shape[0], n, n)
+    for a in maps_:
+        rolled = (0.5 * a + 0.5 * torch.eye(n)) @ rolled
+    return rolled[:, 1:, 1:].mean(1).reshape(x.shape[0], 4, 4)

@@ -119,9 +119,9 @@ class _Rollout(Attribution):
         preset: for a plain model, the rule preset (default ``libragrad``; the gradient-weighted
             rollout's gradients follow it).
         grid: the patch grid (h, w); None: read from the model's first convolution.
-        readout: ``auto`` (the gradient-weighted form: the mean over the last layer's rows the target's
-            gradient reaches, i.e. the class token's row or the pooled tokens' rows; plain rollout: the class
-            token when the sequence has prefix tokens, else the mean over tokens), ``cls`` or ``mean``.
+        readout: ``auto`` (the mean over the last layer's rows the target's gradient reaches, i.e. the
+            class token's row or the pooled tokens' rows; plain rollout runs one backward to find them),
+            ``cls`` or ``mean``.
     """
 
     uses_gradient = False
@@ -158,24 +158,29 @@ class _Rollout(Attribution):
         """
         Args:
             inputs: a tensor [B, ...] or a tuple of tensors (the first 4-D one is the image).
-            target: the class per sample (None: the predicted class); used by the gradient-weighted form.
+            target: the class per sample (None: the predicted class); used by the gradient-weighted
+                form and to find the rows the ``auto`` readout averages.
             additional_forward_args: further positional model inputs.
 
         Returns:
             The relevance of each patch token on the patch grid [B, h, w].
         """
-        xs = tuple(x.detach().requires_grad_(self.uses_gradient) for x in as_tuple(inputs))
+        # the auto readout asks autograd which last-layer rows the target reads, so even plain
+        # rollout needs a backward (to the last attention only)
+        backward = self.uses_gradient or self.readout == "auto"
+        xs = tuple(x.detach().requires_grad_(backward) for x in as_tuple(inputs))
         extra = extra_args(additional_forward_args)
         module, sites, wanted, probe_node = self._tap(xs, extra)
-        with torch.set_grad_enabled(self.uses_gradient):
+        with torch.set_grad_enabled(backward):
             output, *tapped = module(*xs, *extra)
             values = dict(zip(wanted, tapped))
             grads = {}
-            if self.uses_gradient:
+            if backward:
                 index = targets(output, target)
-                outs = [values[s.node] for s in sites]
+                asked = sites if self.uses_gradient else sites[-1:]
+                outs = [values[s.node] for s in asked]
                 found = torch.autograd.grad(target_values(output, index).sum(), outs, allow_unused=True)
-                grads = {s.node: g for s, g in zip(sites, found)}
+                grads = {s.node: g for s, g in zip(asked, found)}
         batch = xs[0].shape[0]
         probe = values.get(probe_node) if probe_node is not None else None
         grid = self.grid or (tuple(probe.shape[-2:]) if isinstance(probe, Tensor) and probe.dim() == 4 else None)
