@@ -120,3 +120,41 @@ def test_broken_weights_are_detected(heldout) -> None:
     rep = evaluate(rand, heldout)
     assert not _beats_constant(rep, heldout), rep
     assert rep["mean_per_class_accuracy"] < REQUIRED_MEAN_PER_CLASS, rep
+
+
+def _trainer():
+    """tools/train_bench_models.py as a module (tools/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "train_bench_models.py"
+    spec = importlib.util.spec_from_file_location("train_bench_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_input_normalisation_folds_into_the_stem(name: str, heldout) -> None:
+    """Models trained on standardised images ship as stock timm modules taking raw images: the
+    normalisation is folded into the stem convolution (tools/train_bench_models.py --normalize)."""
+    trainer = _trainer()
+    fold_normalisation, input_stats = trainer.fold_normalisation, trainer.input_stats
+
+    arch = models.ARCHITECTURES[name]
+    torch.manual_seed(0)
+    model = models.build(arch["timm_class"], arch["kwargs"]).eval()
+    mean, std = input_stats(64)
+    assert bool((std > 0.1).all()) and bool((mean > 0.1).all())  # the images are uncentred
+    x = heldout.images[:4]
+    with torch.no_grad():
+        expected = model((x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+        fold_normalisation(model, mean, std)
+        torch.testing.assert_close(model(x), expected, atol=2e-5, rtol=1e-4)
+
+
+def test_normalisation_refuses_a_stem_it_cannot_fold() -> None:
+    fold_normalisation = _trainer().fold_normalisation
+    padded = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1))
+    with pytest.raises(ValueError, match="padded"):
+        fold_normalisation(padded, torch.zeros(3), torch.ones(3))

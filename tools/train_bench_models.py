@@ -53,6 +53,35 @@ def lr_at(step: int, progress: float, base: float, warmup: int) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def input_stats(n: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of full-clutter training images (the first training seed)."""
+    x = generate(n, seed=TRAIN_SEED_BASE, clutter=1.0).images
+    return x.mean((0, 2, 3)), x.std((0, 2, 3))
+
+
+def patch_embedding(model: torch.nn.Module) -> torch.nn.Conv2d:
+    """The model's first convolution on the image (timm's patch embedding / stem)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.in_channels == 3:
+            if m.bias is None or m.padding not in ((0, 0), "valid") or m.stride != m.kernel_size:
+                raise ValueError("cannot fold input normalisation into a padded, overlapping or bias-free stem")
+            return m
+    raise ValueError("model has no 3-channel Conv2d stem to fold the input normalisation into")
+
+
+@torch.no_grad()
+def fold_normalisation(model: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Rewrite the stem so ``model(x)`` equals the trained ``model((x - mean) / std)``.
+
+    The stem is a non-overlapping, unpadded convolution, so ``conv((x - m) / s)`` is
+    ``conv'(x)`` with ``W' = W / s`` and ``b' = b - sum(W' * m)``: the shipped model stays a
+    stock timm module taking the generator's images as they come.
+    """
+    conv = patch_embedding(model)
+    conv.weight.div_(std.view(1, -1, 1, 1))
+    conv.bias.sub_((conv.weight * mean.view(1, -1, 1, 1)).sum((1, 2, 3)))
+
+
 def _seeds_used(card: dict) -> int:
     """Number of training seeds consumed by a card's run and its warm-start ancestors."""
     own = card.get("steps_run", card["steps"])
@@ -74,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--arch", type=json.loads, default={}, metavar="JSON",
         help='override architecture kwargs of models.ARCHITECTURES, e.g. \'{"global_pool": "avg"}\'',
+    )
+    ap.add_argument(
+        "--normalize", action="store_true",
+        help="train on per-channel standardised images; the normalisation is folded into the "
+        "stem convolution before saving, so the shipped model still takes raw [0, 1] images",
     )
     ap.add_argument("--seed", type=int, default=0, help="torch seed for init")
     ap.add_argument("--threads", type=int, default=2)
@@ -128,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         [{"params": decay, "weight_decay": recipe["wd"]}, {"params": no_decay, "weight_decay": 0.0}],
         lr=recipe["lr"], betas=(0.9, recipe["beta2"]),
     )
-    print(f"[{args.model}] {arch['timm_class']} {n_params / 1e6:.2f}M params, recipe {recipe}", flush=True)
+    mean, std = input_stats() if args.normalize else (torch.zeros(3), torch.ones(3))
+    if args.normalize:
+        patch_embedding(model)  # fail before training, not after
+    print(f"[{args.model}] {arch['timm_class']} {n_params / 1e6:.2f}M params, recipe {recipe}, "
+          f"input mean {mean.tolist()} std {std.tolist()}", flush=True)
 
     t0, c0 = time.time(), time.process_time()
     run_loss, run_acc = 0.0, 0.0
@@ -150,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         clutter = clutter_at(progress, recipe["clutter_start"], recipe["clutter_ramp"])
         data = generate(batch, seed=TRAIN_SEED_BASE + seed_offset + step, clutter=clutter)
         images, labels = data.images, data.labels
-        logits = model(images)
+        logits = model((images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.time() - t0
     train_cpu_s = time.process_time() - c0
 
+    if args.normalize:
+        fold_normalisation(model, mean, std)
     # Ship float16 and evaluate exactly what ships.
     state16 = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     model.load_state_dict({k: v.float() for k, v in state16.items()})
@@ -198,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": "AdamW (beta1 0.9; no weight decay on biases/norms/1-d params), grad clip 1.0",
         "schedule": "linear warmup then cosine to 2% of lr",
         "head_bias_init": "log(p/(1-p)), p = 1.5/C (label prior)",
+        "input_normalisation": None if not args.normalize else {
+            "trained_on": "(x - mean) / std per channel, folded into the stem convolution after training",
+            "mean": [round(v, 6) for v in mean.tolist()], "std": [round(v, 6) for v in std.tolist()],
+        },
         **recipe,
         "train_data": f"generate({batch}, seed=TRAIN_SEED_BASE + {seed_offset} + step, clutter=c(step)) "
         f"for step in range({steps_run}), TRAIN_SEED_BASE={TRAIN_SEED_BASE}, two_objects=None (mixed); c rises linearly "
