@@ -81,7 +81,7 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
         node.meta.pop(META, None)  # facts hold modules and nodes: never let deepcopy follow them
 
     if verify and example_inputs is not None:
-        if model.training:  # a train-mode forward would update BatchNorm statistics and draw dropout masks
+        if _runs_in_training_mode(model):  # it would update BatchNorm statistics and draw dropout masks
             report.forward_check = "skipped: the model is in training mode"
         else:
             report.forward_check = _forward_check(model, gm, example_inputs, example_kwargs)
@@ -136,6 +136,33 @@ def _fill_report(report: Report, analysis: Analysis, planned: list[Edit], kept: 
     report.complete = dict(complete)
     report.pruned = sum(1 for n, f in analysis.facts.items()
                         if f.kind is not Kind.CONST and n.op not in ("placeholder", "output") and n not in live)
+
+
+def _runs_in_training_mode(model: nn.Module) -> bool:
+    """Whether two forwards of ``model`` may differ (dropout masks, BatchNorm statistics).
+
+    A ``torch.export`` program's module keeps ``training=True`` as a placeholder (its ``eval()``
+    raises): its graph runs the mode it was exported in, so ask the graph for seeded random ops
+    and buffer updates instead.
+    """
+    stateful = getattr(getattr(torch.export, "_unlift", None), "_StatefulGraphModule", None)
+    if stateful is None or not isinstance(model, stateful):
+        return model.training
+    for node in model.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        schema = node.target._schema
+        mode = [i for i, a in enumerate(schema.arguments) if a.name in ("train", "training")]
+        if mode:  # dropout / batch_norm spelled with their mode: exported in eval they carry False
+            i = mode[0]
+            flag = node.args[i] if i < len(node.args) else node.kwargs.get(schema.arguments[i].name, False)
+            if flag is True:
+                return True
+        elif torch.Tag.nondeterministic_seeded in node.target.tags:
+            return True
+        elif schema.is_mutable and node.args and isinstance(node.args[0], fx.Node) and node.args[0].op == "get_attr":
+            return True  # a buffer updated in place (running statistics)
+    return False
 
 
 def _forward_check(model: nn.Module, gm: fx.GraphModule, example_inputs: Any, example_kwargs: dict | None) -> str:

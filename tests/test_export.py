@@ -93,3 +93,17 @@ def test_a_fresh_process_loads_the_file_after_import_libragrad_fx(round_trip, tm
                           env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-6
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_exported_module_is_checked_in_the_mode_it_was_exported(train):
+    """``ExportedProgram.module()`` says ``training=True`` whatever the export mode (and its eval() raises); an
+    eval-mode export is deterministic and gets its forward checked, a train-mode one (dropout masks, BatchNorm
+    statistics) is skipped, as a train-mode nn.Module is."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.GELU(), torch.nn.Dropout(0.3))
+    x = torch.randn(4, 8)
+    loaded = torch.export.export(net.train(train), (x,)).module()
+    assert loaded.training
+    check = lf.transform(loaded, x).libragrad_report.forward_check
+    assert check.startswith("skipped") if train else check.startswith("bit-identical"), check
