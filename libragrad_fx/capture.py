@@ -28,7 +28,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .nested import inline_autocast_regions
-from .recurrent import unroll_lstms
+from .recurrent import unroll_recurrent
 from .rules import GRAPH_FUNCTIONS
 from .spelling import MODULE_OPS
 
@@ -276,7 +276,7 @@ def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dic
     except Exception as error:
         failures.append(f"torch.export: {_first_error_line(error)}")
         raise CaptureError(f"cannot capture {type(model).__name__}: " + "; ".join(failures)) from error
-    notes += inline_autocast_regions(gm) + unroll_lstms(gm)
+    notes += inline_autocast_regions(gm) + unroll_recurrent(gm)
     if failures:
         notes.append("; ".join(failures))
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
