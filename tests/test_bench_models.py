@@ -69,21 +69,7 @@ REQUIRED_MEAN_PER_CLASS = 0.90
 # scores 0.5; the 200-image standard error is ~0.02).
 REQUIRED_BALANCED = 0.75
 
-# Measured on the 1000-image card set; see each card's "heldout". A strict xfail, so the
-# marker has to go as soon as retrained weights meet the requirement.
-_BELOW_REQUIREMENT: dict[str, str] = {
-    "mixer": "MLP-Mixer below target: 0.865 mean per-class, 0.573 balanced (1800 steps, 9 min on 2 cores)",
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_BELOW_REQUIREMENT[n]))
-        if n in _BELOW_REQUIREMENT else n
-        for n in sorted(REQUIRED)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_model_meets_accuracy_requirement(name: str, heldout) -> None:
     rep = evaluate(models.load(name), heldout)
     assert rep["mean_per_class_accuracy"] >= REQUIRED_MEAN_PER_CLASS, rep
@@ -157,3 +143,16 @@ def test_normalisation_refuses_a_stem_it_cannot_fold() -> None:
     padded = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1))
     with pytest.raises(ValueError, match="padded"):
         fold_normalisation(padded, torch.zeros(3), torch.ones(3))
+
+
+def test_summary_reproduces_the_cards() -> None:
+    """The README's model table (``python -m libragrad_fx.bench.models``) re-measures each card's held-out
+    accuracy on the card's own images; the shipped weights must give the card's numbers again."""
+    table = models.summary().splitlines()
+    assert len(table) == 2 + len(models.names())
+    for name, row in zip(models.names(), table[2:]):
+        held = models.card(name)["heldout"]
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] == name
+        assert float(cells[5]) == pytest.approx(held["mean_per_class_accuracy"], abs=6e-4), row
+        assert float(cells[6]) == pytest.approx(held["mean_balanced_accuracy"], abs=6e-4), row
