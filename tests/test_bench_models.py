@@ -156,3 +156,14 @@ def test_summary_reproduces_the_cards() -> None:
         assert cells[0] == name
         assert float(cells[5]) == pytest.approx(held["mean_per_class_accuracy"], abs=6e-4), row
         assert float(cells[6]) == pytest.approx(held["mean_balanced_accuracy"], abs=6e-4), row
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_default_recipe_is_the_shipped_one(name: str) -> None:
+    """``tools/train_bench_models.py --model NAME`` with no other flag retrains what ships (README's claim)."""
+    meta = models.card(name)
+    recipe = _trainer().RECIPES[name]
+    shipped = {**{"normalize": False, "pos_embed_init": "default"}, **meta}  # cards older than these flags
+    assert {k: shipped[k] for k in recipe} == recipe
+    assert meta["kwargs"] == json.loads(json.dumps(models.ARCHITECTURES[name]["kwargs"]))
+    assert not meta["stopped_by_time_limit"] and meta["steps_run"] == meta["steps"]
