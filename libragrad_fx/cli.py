@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--batch", type=int, default=32, help="targets per attribution call (default 32)")
     sub.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
     sub.add_argument("--sg-samples", type=int, default=16, help="SmoothGrad samples (default 16)")
+    sub.add_argument("--baseline", choices=("zero", "mean"), default="zero",
+                     help="what deleted patches become: zero or each image's mean colour (default zero)")
     sub.add_argument("--jobs", type=int, default=1, help="models measured in parallel processes (default 1)")
     sub.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     sub.add_argument("--lxt-python", metavar="PYTHON", help="a Python with lxt for AttnLRP (default "
@@ -534,7 +536,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     config = Config(n=args.n, seed=args.seed, batch=args.batch, ig_steps=args.ig_steps, sg_samples=args.sg_samples,
-                    lxt_python=args.lxt_python, threads=args.threads)
+                    lxt_python=args.lxt_python, threads=args.threads, baseline=args.baseline)
     outputs = run(chosen, methods, config, Path(args.out), jobs=args.jobs, show=not args.no_progress)
     for note in (n for r in outputs.results for n in r.notes):
         print(f"note: {note}")

@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = fb.resolve_methods(args.methods.split(","))
     scores: dict[tuple[str, str], dict[str, float]] = {}
     for baseline in ("zero", "mean"):
-        fb.BASELINE = baseline  # the module's deletion baseline, read by run_model
-        result = fb.run_model(args.model, methods, fb.Config(n=args.n, ig_steps=args.ig_steps), examples=0)
+        config = fb.Config(n=args.n, ig_steps=args.ig_steps, baseline=baseline)
+        result = fb.run_model(args.model, methods, config, examples=0)
         for row in result.rows:
             scores.setdefault((row["method"], row["variant"]), {})[baseline] = row["prob_srg"]
     print(f"{args.model}, {args.n} images: SRG with patches deleted to zero / to the image's mean colour")

@@ -103,9 +103,10 @@ def _preamble(config: Config) -> str:
     from .data import HELDOUT_SEED
 
     seed = HELDOUT_SEED if config.seed is None else config.seed
+    deleted = "zero" if config.baseline == "zero" else "each image's mean colour"
     return (f"Faithfulness of vanilla and LibraGrad attributions on the bundled models: {config.n} images per model "
             f"(libragrad_fx.bench.data, seed {seed}); the target is every class present in an image. "
-            "SRG/MIF/LIF: areas under the target's sigmoid probability as 8x8 patches are replaced by zero, 10% "
+            f"SRG/MIF/LIF: areas under the target's sigmoid probability as 8x8 patches are replaced by {deleted}, 10% "
             "per step (SRG acc: the same with 'still predicted', logit > 0); AP: segmentation average precision "
             "of the map against the target object's mask (AP patch: of the map summed per patch); Point: pointing "
             "game; Disc: on two-object images, the "

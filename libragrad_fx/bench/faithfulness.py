@@ -35,7 +35,6 @@ __all__ = ["METHODS", "Config", "Method", "ModelResult", "method_names", "resolv
 
 PATCH = 8
 STEP = 0.1
-BASELINE = "zero"
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,8 @@ class Config:
     """SmoothGrad's noise, as a fraction of each image's value range."""
     lxt_python: str | None = None
     threads: int = 1
+    baseline: str = "zero"
+    """What deleted patches become: ``zero`` or ``mean`` (each image's mean colour)."""
 
 
 @dataclass
@@ -140,6 +141,8 @@ class ModelResult:
     """``images`` [k, 3, H, W], ``targets`` [k], ``masks`` [k, H, W], ``maps`` {method name: [k, h, w]}."""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    baseline: str = "zero"
+    """What the deletion curves replaced patches by (:attr:`Config.baseline`)."""
 
 
 # --------------------------------------------------------------------------- the maps
@@ -246,9 +249,9 @@ class _Scores:
 
 
 def _score_batch(scores: _Scores, model, x: Tensor, maps_: Tensor, total: Tensor | None, logit: Tensor,
-                 rows: Targets, sl: slice) -> None:
+                 rows: Targets, sl: slice, baseline: str) -> None:
     t = rows.target[sl]
-    result = metrics.deletion_curves(model, x, maps_, t, patch_size=PATCH, step_fraction=STEP, baseline=BASELINE,
+    result = metrics.deletion_curves(model, x, maps_, t, patch_size=PATCH, step_fraction=STEP, baseline=baseline,
                                      output="sigmoid")
     for kind, parts in result.auc.items():
         for name, v in parts.items():
@@ -347,7 +350,7 @@ def run_model(name: str, methods: list[Method], config: Config,
                 map_, total_ = maps(m, x, t, seed=seed + b)
             map_ = map_.detach().float()
             scores[m.name].seconds += time.perf_counter() - t0
-            _score_batch(scores[m.name], model, x, map_, total_, row_logit[sl], rows, sl)
+            _score_batch(scores[m.name], model, x, map_, total_, row_logit[sl], rows, sl, config.baseline)
             sel = ex_rows[(ex_rows >= sl.start) & (ex_rows < sl.stop)] - sl.start
             if len(sel):
                 kept[m.name].append(map_[sel])
@@ -365,7 +368,7 @@ def run_model(name: str, methods: list[Method], config: Config,
     example = {"images": data.images[rows.image[ex_rows]], "targets": rows.target[ex_rows],
                "masks": rows.mask[ex_rows], "others": rows.other[ex_rows],
                "maps": {k: torch.cat(v) for k, v in kept.items() if v}}
-    return ModelResult(name, table, curves, example, notes, time.perf_counter() - start)
+    return ModelResult(name, table, curves, example, notes, time.perf_counter() - start, config.baseline)
 
 
 def _attnlrp(name: str, images: Tensor, target: Tensor, logit: Tensor,
@@ -396,5 +399,5 @@ def _example_rows(rows: Targets, images: int) -> Tensor:
 
 def config_dict(config: Config) -> dict[str, Any]:
     d = asdict(config)
-    d.update(patch=PATCH, step_fraction=STEP, baseline=BASELINE)
+    d.update(patch=PATCH, step_fraction=STEP)
     return d

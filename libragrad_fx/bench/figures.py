@@ -83,7 +83,7 @@ def plot_deletion(result: ModelResult, path: Path, dpi: int = 80) -> None:
     for ax, title in zip(axes, ("most influential first (MIF, lower is better)",
                                 "least influential first (LIF, higher is better)")):
         ax.set_title(f"{result.model}: {title}", fontsize=9)
-        ax.set_xlabel("fraction of patches removed (zero baseline)")
+        ax.set_xlabel(f"fraction of patches removed ({result.baseline} baseline)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("target probability (sigmoid)")
     axes[1].legend(fontsize=6, ncol=2, loc="lower left")
