@@ -95,6 +95,7 @@ def _inline(graph: fx.Graph, args: dict[str, Any], settings: dict[str, Any]) -> 
     def steps(x, s0, s1, w_ih, w_hh, b_ih, b_hh):
         return _cell_steps(x, (s0, s1)[:states], w_ih, w_hh, b_ih, b_hh, **settings)
 
+    # one signature for both state sizes: a GRU/RNN's s1 is its only state again, and unused
     given = {"x": args["x"], "s0": args["state"][0], "s1": args["state"][-1], "w_ih": args["w_ih"],
              "w_hh": args["w_hh"], "b_ih": args.get("b_ih"), "b_hh": args.get("b_hh")}  # a missing bias is None
     traced = fx.symbolic_trace(steps)

@@ -62,7 +62,7 @@ def input_stats(n: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean((0, 2, 3)), x.std((0, 2, 3))
 
 
-def patch_embedding(model: torch.nn.Module) -> torch.nn.Conv2d:
+def stem_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
     """The model's first convolution on the image (timm's patch embedding / stem)."""
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d) and m.in_channels == 3:
@@ -80,7 +80,7 @@ def fold_normalisation(model: torch.nn.Module, mean: torch.Tensor, std: torch.Te
     ``conv'(x)`` with ``W' = W / s`` and ``b' = b - sum(W' * m)``: the shipped model stays a
     stock timm module taking the generator's images as they come.
     """
-    conv = patch_embedding(model)
+    conv = stem_conv(model)
     conv.weight.div_(std.view(1, -1, 1, 1))
     conv.bias.sub_((conv.weight * mean.view(1, -1, 1, 1)).sum((1, 2, 3)))
 
@@ -184,11 +184,16 @@ def main(argv: list[str] | None = None) -> int:
         [{"params": decay, "weight_decay": recipe["wd"]}, {"params": no_decay, "weight_decay": 0.0}],
         lr=recipe["lr"], betas=(0.9, recipe["beta2"]),
     )
-    mean, std = input_stats() if recipe["normalize"] else (torch.zeros(3), torch.ones(3))
+    stats = None
     if recipe["normalize"]:
-        patch_embedding(model)  # fail before training, not after
-    print(f"[{args.model}] {arch['timm_class']} {n_params / 1e6:.2f}M params, recipe {recipe}, "
-          f"input mean {mean.tolist()} std {std.tolist()}", flush=True)
+        if parent is not None:
+            ap.error("--normalize cannot continue from --init-from: the parent's stem already holds its folded "
+                     "normalisation and takes raw images; pass --no-normalize")
+        stem_conv(model)  # fail before training, not after
+        stats = tuple(t.view(1, -1, 1, 1) for t in input_stats())
+    print(f"[{args.model}] {arch['timm_class']} {n_params / 1e6:.2f}M params, recipe {recipe}"
+          + (f", input mean {stats[0].flatten().tolist()} std {stats[1].flatten().tolist()}" if stats else ""),
+          flush=True)
 
     t0, c0 = time.time(), time.process_time()
     run_loss, run_acc = 0.0, 0.0
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         clutter = clutter_at(progress, recipe["clutter_start"], recipe["clutter_ramp"])
         data = generate(batch, seed=TRAIN_SEED_BASE + seed_offset + step, clutter=clutter)
         images, labels = data.images, data.labels
-        logits = model((images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+        logits = model(images if stats is None else (images - stats[0]) / stats[1])
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -230,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.time() - t0
     train_cpu_s = time.process_time() - c0
 
-    if recipe["normalize"]:
-        fold_normalisation(model, mean, std)
+    if stats is not None:
+        fold_normalisation(model, stats[0].flatten(), stats[1].flatten())
     # Ship float16 and evaluate exactly what ships.
     state16 = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     model.load_state_dict({k: v.float() for k, v in state16.items()})
@@ -250,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "name": args.model,
         "command": "python tools/train_bench_models.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "description": "Multi-label shape classifier (logits) for libragrad_fx.bench.data images, "
-        "(n,3,64,64) in [0,1], no input normalisation.",
+        "(n,3,64,64) in [0,1], no input normalisation" + ("" if stats is None else
+        " (the standardisation it was trained with is folded into its stem)") + ".",
         "timm_class": arch["timm_class"],
         "kwargs": arch["kwargs"],
         "params": n_params,
@@ -260,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": "AdamW (beta1 0.9; no weight decay on biases/norms/1-d params), grad clip 1.0",
         "schedule": "linear warmup then cosine to 2% of lr",
         "head_bias_init": "log(p/(1-p)), p = 1.5/C (label prior)",
-        "input_normalisation": None if not recipe["normalize"] else {
+        "input_normalisation": None if stats is None else {
             "trained_on": "(x - mean) / std per channel, folded into the stem convolution after training",
-            "mean": [round(v, 6) for v in mean.tolist()], "std": [round(v, 6) for v in std.tolist()],
+            "mean": [round(v, 6) for v in stats[0].flatten().tolist()],
+            "std": [round(v, 6) for v in stats[1].flatten().tolist()],
         },
         **recipe,
         "train_data": f"generate({batch}, seed=TRAIN_SEED_BASE + {seed_offset} + step, clutter=c(step)) "
