@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import maps
+from .attr import maps
 
 __all__ = ["to_image", "to_heatmap", "overlay"]
 

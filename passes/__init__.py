@@ -1,9 +1,9 @@
 """The LibraGrad rewrite passes, one module per family (LIBRAGRAD.md section 2).
 
-A pass reads the :class:`~libragrad_fx.analysis.Analysis` of a graph and returns the edits its
+A pass reads the :class:`~libragrad_fx.core.analysis.Analysis` of a graph and returns the edits its
 family's rule calls for; it never touches the graph itself. The driver keeps the edits of the
 families a preset enables, drops those that no gradient would reach, and applies the rest with
-:mod:`libragrad_fx.rewrite`. Three kinds of edit cover every rule:
+:mod:`libragrad_fx.core.rewrite`. Three kinds of edit cover every rule:
 
 * :class:`Detach`: stop the gradient on one argument of one node (a gate factor, a score-path input);
 * :class:`Replace`: compute a node with another op of identical forward (a fused kernel's custom op);
@@ -16,8 +16,8 @@ from typing import Any, Callable, ClassVar
 
 import torch.fx as fx
 
-from libragrad_fx.analysis import Analysis, Cut, Kind
-from libragrad_fx.ops import Category
+from libragrad_fx.core.analysis import Analysis, Cut, Kind
+from libragrad_fx.core.ops import Category
 
 __all__ = ["Edit", "Detach", "Replace", "Wrap", "SELF", "LibraGradPass", "FAMILIES", "PASSES", "gate_cuts",
            "ParamRef", "param"]

@@ -11,8 +11,8 @@ backward runs through the score path at all.
 """
 from __future__ import annotations
 
-from libragrad_fx.analysis import Analysis, Cut, Kind
-from libragrad_fx.ops import Category
+from libragrad_fx.core.analysis import Analysis, Cut, Kind
+from libragrad_fx.core.ops import Category
 
 from . import Detach, Edit, LibraGradPass, gate_cuts
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from libragrad_fx import rules
-from libragrad_fx.analysis import Analysis, Kind
-from libragrad_fx.ops import Category
+from libragrad_fx.core import rules
+from libragrad_fx.core.analysis import Analysis, Kind
+from libragrad_fx.core.ops import Category
 
 from . import SELF, Detach, Edit, LibraGradPass, Replace, Wrap, gate_cuts, param
 

@@ -9,7 +9,8 @@ import torch
 from archs import build
 
 import libragrad_fx as lf
-from libragrad_fx import attr, maps
+from libragrad_fx import attr
+from libragrad_fx.attr import maps
 
 captum_attr = pytest.importorskip("captum.attr")
 

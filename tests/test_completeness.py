@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from archs import ARCHS, build
 
 import libragrad_fx as lf
-from libragrad_fx.spelling import describe
+from libragrad_fx.core.spelling import describe
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

@@ -10,7 +10,7 @@ import torch
 from archs import build
 
 import libragrad_fx as lf
-from libragrad_fx import export as lfx
+from libragrad_fx.core import export as lfx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 1

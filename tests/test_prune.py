@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from archs import ARCHS, build
 
 import libragrad_fx as lf
-from libragrad_fx.frozen import frozen_parameters
+from libragrad_fx.core.frozen import frozen_parameters
 
 TARGET = 1
 ATTENTION_ARCHS = [a for a in ARCHS if a != "mixer"]

@@ -356,7 +356,7 @@ class Ambiguous(nn.Module):
 
 
 def test_ambiguous_schemas_get_their_argument_names():
-    from libragrad_fx.spelling import describe
+    from libragrad_fx.core.spelling import describe
 
     gm = torch.fx.symbolic_trace(Ambiguous())
     named = {describe(n, gm).name: describe(n, gm).args for n in gm.graph.nodes if n.op.startswith("call")}
@@ -416,7 +416,7 @@ class EveryRuleOp(nn.Module):
 def test_every_rule_survives_export_as_one_readable_node(tmp_path):
     """Rules are custom ops (or detach): a saved program reads back, and transforming it again finds
     nothing to do (a rule traced into pieces would be rewritten twice, e.g. a 1/2 applied twice)."""
-    from libragrad_fx import export as lx
+    from libragrad_fx.core import export as lx
 
     torch.manual_seed(0)
     model = EveryRuleOp().eval()

@@ -7,7 +7,7 @@ import torch
 from archs import build
 
 import libragrad_fx as lf
-from libragrad_fx import maps
+from libragrad_fx.attr import maps
 
 
 def test_layouts():

@@ -82,7 +82,7 @@ class Contender:
 def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[str], compile_: bool) -> list[Contender]:
     """Every contender for one model, unbuilt: a memory probe builds only the one it measures."""
     import libragrad_fx as lf
-    from libragrad_fx.frozen import frozen_parameters
+    from libragrad_fx.core.frozen import frozen_parameters
 
     example = x[:1]
     transformed = functools.cache(lambda: lf.transform(model, example))
@@ -378,7 +378,7 @@ def compile_report(model: torch.nn.Module, x: torch.Tensor) -> dict:
     import torch._dynamo as dynamo
 
     import libragrad_fx as lf
-    from libragrad_fx.frozen import frozen_parameters
+    from libragrad_fx.core.frozen import frozen_parameters
 
     gm = lf.transform(model, x[:1])
     with frozen_parameters(model):

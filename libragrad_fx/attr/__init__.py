@@ -5,7 +5,7 @@
 ``model`` is a transformed GraphModule or a plain model (transformed on first use with the
 ``libragrad`` preset; ``preset=`` chooses another, ``vanilla`` included). ``target=None`` is the
 predicted class. Gradient methods return tensors shaped like ``inputs``; CAM and rollout methods
-return maps on the model's patch grid [B, h, w] (see :mod:`libragrad_fx.maps` to bring them to the
+return maps on the model's patch grid [B, h, w] (see :mod:`libragrad_fx.attr.maps` to bring them to the
 image).
 """
 from ._base import Attribution, class_index, is_transformed, target_values, targets

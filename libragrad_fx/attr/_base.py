@@ -59,7 +59,7 @@ class Attribution:
     def graph_module(self, inputs: tuple[Tensor, ...], extra: tuple = ()) -> fx.GraphModule:
         """The transformed model (transformed now, with ``inputs`` as the example, if needed)."""
         if self._gm is None:
-            from libragrad_fx.transform import transform
+            from libragrad_fx.core.transform import transform
 
             example = inputs + tuple(extra)
             self._gm = transform(self.model, example if len(example) > 1 else example[0], preset=self.preset,

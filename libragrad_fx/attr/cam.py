@@ -18,8 +18,8 @@ import torch
 import torch.fx as fx
 from torch import Tensor
 
-from libragrad_fx import maps
-from libragrad_fx.taps import blocks, find_layer, gradient_paths, patch_embedding, tap
+from libragrad_fx.attr import maps
+from libragrad_fx.attr.taps import blocks, find_layer, gradient_paths, patch_embedding, tap
 
 from ._base import Attribution, Inputs, Target, as_tuple, extra_args, target_values, targets
 
@@ -72,7 +72,7 @@ class _CAM(Attribution):
             additional_forward_args: further positional model inputs.
 
         Returns:
-            The map on the layer's grid [B, h, w] (:func:`libragrad_fx.maps.upsample` brings it to the image).
+            The map on the layer's grid [B, h, w] (:func:`libragrad_fx.attr.maps.upsample` brings it to the image).
         """
         xs = tuple(x.detach().requires_grad_(True) for x in as_tuple(inputs))
         extra = extra_args(additional_forward_args)

@@ -3,7 +3,7 @@
     f_t(x) = sum(x * grad~_x f_t) + sum_j <grad~_{y_j} f_t, b_j>
 
 The input part is Input x Gradient; each bias b_j is the constant entering the stream at its site
-y_j, found from the graph (:mod:`libragrad_fx.biases`). With LibraGrad the parts sum to f_t(x) to
+y_j, found from the graph (:mod:`libragrad_fx.attr.biases`). With LibraGrad the parts sum to f_t(x) to
 float precision on any model; with the vanilla gradient they do not (:func:`libragrad_fx.completeness`
 measures both). One forward and one backward: the gradients at the input and at every site come
 from the same ``torch.autograd.grad`` call.
@@ -22,9 +22,9 @@ import torch
 import torch.fx as fx
 from torch import Tensor
 
-from libragrad_fx import maps
-from libragrad_fx.biases import Biases, BiasSite
-from libragrad_fx.taps import patch_embedding
+from libragrad_fx.attr import maps
+from libragrad_fx.attr.biases import Biases, BiasSite
+from libragrad_fx.attr.taps import patch_embedding
 
 from ._base import Attribution, Inputs, Target, as_tuple, extra_args, like, target_values, targets
 

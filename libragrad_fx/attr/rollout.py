@@ -24,10 +24,10 @@ import torch
 import torch.fx as fx
 from torch import Tensor
 
-from libragrad_fx import maps
-from libragrad_fx.analysis import Analysis
-from libragrad_fx.ops import Category
-from libragrad_fx.taps import gradient_paths, patch_embedding, tap
+from libragrad_fx.attr import maps
+from libragrad_fx.core.analysis import Analysis
+from libragrad_fx.core.ops import Category
+from libragrad_fx.attr.taps import gradient_paths, patch_embedding, tap
 
 from ._base import Attribution, Inputs, Target, as_tuple, extra_args, target_values, targets
 

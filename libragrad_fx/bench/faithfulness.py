@@ -223,7 +223,7 @@ def has_attention(maps: _Maps, x: Tensor) -> bool:
     """Whether the rollouts can read attention from this model (not from an MLP-Mixer): the same graph
     question the rollouts ask (attention on a gradient path), without running one."""
     from libragrad_fx.attr.rollout import attention_sites
-    from libragrad_fx.taps import gradient_paths
+    from libragrad_fx.attr.taps import gradient_paths
 
     gm = maps.gm["vanilla"]
     analysis, live = gradient_paths(gm, 1)

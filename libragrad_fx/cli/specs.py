@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from .errors import UsageError, first_line
+from ..core.errors import UsageError, first_line
 
 __all__ = ["LoadedModel", "load_model", "parse_shape", "example_input", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -46,7 +46,7 @@ class LoadedModel:
     std: tuple[float, ...] = IMAGENET_STD
     """Image normalisation the model expects (``explain --image``)."""
     exported: Any = None
-    """For a ``.pt2`` file: its :class:`libragrad_fx.export.Exported` (program, recorded metadata)."""
+    """For a ``.pt2`` file: its :class:`libragrad_fx.core.export.Exported` (program, recorded metadata)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -182,7 +182,7 @@ def _import(load: Callable[[], Any], name: str) -> Any:
 
 def _bundled_models():
     try:
-        from .bench import models  # issue 5: shipped small models
+        from ..bench import models  # issue 5: shipped small models
     except ImportError:
         return None
     return models
@@ -208,7 +208,7 @@ def _load_bundled(spec: str, kwargs: dict) -> LoadedModel:
 
 
 def _load_pt2(path: str) -> LoadedModel:
-    from .export import load
+    from ..core.export import load
 
     exported = load(path)
     return LoadedModel(exported.module, path, "pt2", exported.input_shape, exported.mean, exported.std,

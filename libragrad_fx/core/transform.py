@@ -47,7 +47,7 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
         capture: ``auto`` (torch.fx, then torch.export where tracing fails), ``fx`` or ``export``.
         verify: with example inputs, check that the forward is bit-identical to the model's.
         prune: let the backward skip what the rules pruned (column-sparse projections, attention
-            with constant weights; :mod:`libragrad_fx.prune`). Same gradient, less work.
+            with constant weights; :mod:`libragrad_fx.core.prune`). Same gradient, less work.
 
     Returns:
         A recompiled ``torch.fx.GraphModule`` with ``.libragrad_report`` (a :class:`Report`).

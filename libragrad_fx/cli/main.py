@@ -9,7 +9,7 @@
     libragrad-fx bench   [--n N] [--models M,..] [--methods M,..] [--seed N] [--out DIR] [--jobs J]
 
 MODEL is ``timm:NAME``, ``package.module:factory``, a bundled model name or a ``.pt2`` file written
-by ``export`` (:mod:`libragrad_fx.specs`). Exit codes: 0 success, 1 ``check`` found a property
+by ``export`` (:mod:`libragrad_fx.cli.specs`). Exit codes: 0 success, 1 ``check`` found a property
 that does not hold, 2 bad input or a model the tool cannot handle (one line on stderr; ``--debug``
 adds the traceback).
 """
@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .errors import first_line
+from ..core.errors import first_line
 
 __all__ = ["main", "build_parser"]
 
@@ -64,13 +64,13 @@ def _kwargs(text: str) -> dict:
 
 
 def _method_names() -> list[str]:
-    from .attr import METHODS
+    from ..attr import METHODS
 
     return list(METHOD_ALIASES) + list(METHODS)
 
 
 def _presets() -> list[str]:
-    from .transform import PRESETS
+    from ..core.transform import PRESETS
 
     return list(PRESETS)
 
@@ -166,8 +166,8 @@ def _list(text: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
-    from .capture import CaptureError
-    from .errors import UsageError
+    from ..core.capture import CaptureError
+    from ..core.errors import UsageError
 
     parser = build_parser()
     try:
@@ -193,7 +193,7 @@ def _fail(args: argparse.Namespace, message: str) -> int:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The commands print what the transform reports; its warnings would say it twice."""
-    from .report import UnclassifiedOpWarning
+    from ..core.report import UnclassifiedOpWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnclassifiedOpWarning)
@@ -204,7 +204,7 @@ def _quiet() -> Iterator[None]:
 
 def _load(args: argparse.Namespace):
     """The model and an example input it accepts (a probe forward turns a wrong shape into one line)."""
-    from .errors import UsageError
+    from ..core.errors import UsageError
     from .specs import example_input, load_model
 
     loaded = load_model(args.model, checkpoint=args.checkpoint, model_kwargs=args.model_kwargs,
@@ -220,13 +220,13 @@ def _load(args: argparse.Namespace):
 
 
 def _transform(model, x: torch.Tensor, args: argparse.Namespace, preset: str | None = None):
-    from .transform import transform
+    from ..core.transform import transform
 
     return transform(model, x, preset=preset or args.preset, capture=args.capture)
 
 
 def _needs_original(loaded, command: str) -> None:
-    from .errors import UsageError
+    from ..core.errors import UsageError
 
     if loaded.transformed:
         raise UsageError(f"{command} needs the original model, and {loaded.label} holds only the transformed "
@@ -261,7 +261,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_report(loaded, x: torch.Tensor, args: argparse.Namespace):
     """The report to show; for a .pt2 written by ``export``, the one it recorded (the program is
     already transformed) and the rule nodes found in the program itself."""
-    from .export import program_rules
+    from ..core.export import program_rules
 
     if not loaded.transformed:
         gm = _transform(loaded.model, x, args)
@@ -347,8 +347,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 # --- export ----------------------------------------------------------------------------------------
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .errors import UsageError
-    from .export import load, reference_mismatch, save
+    from ..core.errors import UsageError
+    from ..core.export import load, reference_mismatch, save
 
     if not args.out.endswith(".pt2"):
         raise UsageError(f"--out {args.out!r} must end in .pt2 (that is how MODEL specs recognise the file)")
@@ -378,7 +378,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     import time
 
     from .checks import run_checks
-    from .export import reference_mismatch
+    from ..core.export import reference_mismatch
 
     loaded, x = _load(args)
     if loaded.transformed:
@@ -396,7 +396,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _same_preset(loaded, args: argparse.Namespace) -> None:
-    from .errors import UsageError
+    from ..core.errors import UsageError
 
     made = loaded.exported.report.preset
     if args.preset != made:
@@ -412,7 +412,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .images import load_image
 
     if not args.out.endswith(".png"):
-        from .errors import UsageError
+        from ..core.errors import UsageError
 
         raise UsageError(f"--out {args.out!r} must end in .png")
     loaded, x = _load(args)
@@ -446,9 +446,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _explain_one(model, x: torch.Tensor, args: argparse.Namespace, preset: str, transformed: bool = False) -> dict:
-    from . import attr
-    from .completeness import METHODS as COMPLETENESS_METHODS
-    from .completeness import completeness
+    from .. import attr
+    from ..attr.completeness import METHODS as COMPLETENESS_METHODS
+    from ..attr.completeness import completeness
 
     method = METHOD_ALIASES.get(args.method, args.method)
     method_cls = attr.METHODS[method]
@@ -457,7 +457,7 @@ def _explain_one(model, x: torch.Tensor, args: argparse.Namespace, preset: str, 
         output = explainer.forward((x,))
     classes = output.shape[-1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
     if args.target is not None and classes is not None and not 0 <= args.target < classes:
-        from .errors import UsageError
+        from ..core.errors import UsageError
 
         raise UsageError(f"--target {args.target} is out of range: the model has {classes} classes (0..{classes - 1})")
     index = attr.targets(output, args.target)
@@ -477,7 +477,7 @@ def _explain_one(model, x: torch.Tensor, args: argparse.Namespace, preset: str, 
 def _save_panels(panels: list[dict], x: torch.Tensor, picture, loaded, args: argparse.Namespace) -> None:
     from matplotlib.figure import Figure
 
-    from .viz import to_heatmap, to_image
+    from ..viz import to_heatmap, to_image
 
     image = to_image(picture) if picture is not None else to_image(x[0])
     size = image.shape[:2]
@@ -502,9 +502,9 @@ def _save_panels(panels: list[dict], x: torch.Tensor, picture, loaded, args: arg
 # --- demo and bench -----------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .bench import models
-    from .bench.demo import run
-    from .errors import UsageError
+    from ..bench import models
+    from ..bench.demo import run
+    from ..core.errors import UsageError
 
     if not args.out.endswith(".png"):
         raise UsageError(f"--out {args.out!r} must end in .png")
@@ -518,10 +518,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .bench import models
-    from .bench.compare import run
-    from .bench.faithfulness import Config, resolve_methods
-    from .errors import UsageError
+    from ..bench import models
+    from ..bench.compare import run
+    from ..bench.faithfulness import Config, resolve_methods
+    from ..core.errors import UsageError
 
     valid = models.names()
     chosen = args.models or valid

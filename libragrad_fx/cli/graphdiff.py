@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import torch.fx as fx
 
-from .rewrite import ORIGIN_META, RULE_META
-from .spelling import describe
+from ..core.rewrite import ORIGIN_META, RULE_META
+from ..core.spelling import describe
 
 __all__ = ["NodeChange", "node_changes", "code_diff"]
 

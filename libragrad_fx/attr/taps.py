@@ -16,7 +16,7 @@ import torch.fx as fx
 from torch.utils import _pytree as pytree
 
 if TYPE_CHECKING:
-    from .analysis import Analysis
+    from ..core.analysis import Analysis
 
 __all__ = ["extend", "tap", "find_layer", "module_path", "patch_embedding", "gradient_paths", "blocks"]
 
@@ -52,8 +52,8 @@ def _out_of_place(graph: fx.Graph, gm: fx.GraphModule, env: dict[fx.Node, fx.Nod
     """Make the copy's in-place ops out-of-place (``ReLU(inplace=True)`` after a BatchNorm): a tapped
     value must be the value at its node, not what a later op wrote into the same tensor, and the
     gradient taken with respect to it must be that node's."""
-    from .rewrite import _MODULE_FUNCTIONS, out_of_place
-    from .spelling import describe
+    from ..core.rewrite import _MODULE_FUNCTIONS, out_of_place
+    from ..core.spelling import describe
 
     copies = {copy_: original for original, copy_ in env.items()}
     for node in list(graph.nodes):
@@ -147,7 +147,7 @@ def _example_paths(nodes: Sequence[fx.Node]) -> str:
 def gradient_paths(gm: fx.GraphModule, n_inputs: int) -> tuple[Analysis, frozenset]:
     """The analysis of ``gm`` (its first ``n_inputs`` placeholders are the inputs) and the nodes on a
     path from an input to the output."""
-    from .analysis import Analysis, live_nodes
+    from ..core.analysis import Analysis, live_nodes
 
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"][:n_inputs]
     analysis = Analysis(gm, names)
@@ -157,7 +157,7 @@ def gradient_paths(gm: fx.GraphModule, n_inputs: int) -> tuple[Analysis, frozens
 def patch_embedding(gm: fx.GraphModule, analysis: Analysis, live: frozenset) -> fx.Node | None:
     """The first convolution on a gradient path (a vision model's patch embedding or stem): its
     output's spatial size is the grid token sequences are laid out on."""
-    from .analysis import Kind
+    from ..core.analysis import Kind
 
     for node in gm.graph.nodes:
         facts = analysis.facts.get(node)

@@ -298,16 +298,16 @@ def _normalize(target: Any, name: str, args: tuple, kwargs: dict) -> dict[str, A
     return out
 
 
-# libragrad_fx.pruned_ops: the same op as the model's (same kernel, same argument names), with a
+# libragrad_fx.core.pruned_ops: the same op as the model's (same kernel, same argument names), with a
 # backward that skips pruned work. Whoever reads a transformed graph sees the op it stands for.
 PRUNED_AS = {"libragrad.linear_cols": "linear", "libragrad.attention": "scaled_dot_product_attention"}
 
 
 def _is_rewritten(target: Any) -> bool:
-    """An op or rule that libragrad-fx inserted (``torch.ops.libragrad.*``, ``libragrad_fx.rules.*``)."""
+    """An op or rule that libragrad-fx inserted (``torch.ops.libragrad.*``, ``libragrad_fx.core.rules.*``)."""
     if isinstance(target, torch._ops.OpOverload):
         return target.namespace == "libragrad"
-    return getattr(target, "__module__", "") == "libragrad_fx.rules"
+    return getattr(target, "__module__", "") == "libragrad_fx.core.rules"
 
 
 def describe(node: fx.Node, root: nn.Module) -> OpCall | None:

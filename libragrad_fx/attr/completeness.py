@@ -9,7 +9,7 @@ complete under the backward the model runs:
     y = sum_i J~_i x_i + b        (x_i: its input-dependent operands; b: its bias, or 0)
 
 with J~_i the Jacobians its backward implements and b the bias found from the graph
-(:mod:`libragrad_fx.biases`). The check runs each op alone on its recorded inputs and compares
+(:mod:`libragrad_fx.attr.biases`). The check runs each op alone on its recorded inputs and compares
 <g, y - b> with sum_i <J~_i^T g, x_i> (one vector-Jacobian product) for a few random g: a
 violation of size e shows with probability one, its norm estimated as the root mean square of the
 differences. On a ``vanilla`` model the check names the GELUs, norms, attention and gates; on a
@@ -27,9 +27,9 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
-from .attr._base import Attribution, Inputs, Target, as_tuple, extra_args
+from ._base import Attribution, Inputs, Target, as_tuple, extra_args
 from .biases import Biases, spelling
-from .pruned_ops import read_by_backward
+from ..core.pruned_ops import read_by_backward
 
 __all__ = ["completeness", "Completeness", "node_completeness", "NodeCheck", "NodeCompleteness", "METHODS"]
 
@@ -91,7 +91,7 @@ def completeness(model: nn.Module, inputs: Inputs, target: Target = None, method
             go to its ``attribute``: ``baselines``, ``n_steps``, ``method``...).
         preset: the rule preset for a plain model (default ``libragrad``).
     """
-    from . import attr
+    from .. import attr
 
     extra = extra_args(additional_forward_args)
     xs = as_tuple(inputs)

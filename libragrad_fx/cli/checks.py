@@ -108,7 +108,7 @@ def run_checks(label: str, gm: nn.Module, x: torch.Tensor, *, original: nn.Modul
         tol: the relative completeness error allowed (float32 sums over many layers).
         timings: already measured (e.g. the transform's), shown first.
     """
-    from .completeness import completeness, node_completeness
+    from ..attr.completeness import completeness, node_completeness
 
     report = CheckReport(label, preset, list(x.shape))
     # 1. forward
@@ -142,8 +142,8 @@ def run_checks(label: str, gm: nn.Module, x: torch.Tensor, *, original: nn.Modul
 
 
 def _bias_free_ixg(gm: nn.Module, original: nn.Module | None, transform, x: torch.Tensor, tol: float) -> Check:
-    from .attr import FullGrad
-    from .completeness import completeness
+    from ..attr import FullGrad
+    from ..attr.completeness import completeness
 
     start = time.perf_counter()
     if original is not None and transform is not None:

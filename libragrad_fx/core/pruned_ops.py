@@ -8,14 +8,14 @@ what can be non-zero:
 
 * ``libragrad::linear_cols(x, W, b, live)``: ``F.linear(x, W, b)``; backward through the output
   features in ``live`` only, ``dx = dY[:, live] @ W[live]``. The dead features' gradient is zero
-  by construction (:mod:`libragrad_fx.prune` proves it from the graph), so this is exact.
+  by construction (:mod:`libragrad_fx.core.prune` proves it from the graph), so this is exact.
 * ``libragrad::attention(q, k, v, mask, ...)``: ``F.scaled_dot_product_attention``; the attention
   weights A = softmax(q k^T s + mask) are constants (LIBRAGRAD.md, attention rule), so the
   backward is ``dv = A^T dO`` alone, with A recomputed from the saved q and k: no dq, dk, dmask.
 
 Parameter gradients are computed when autograd asks for them at forward time
 (``ctx.needs_input_grad``); attribution methods that want input gradients only should run under
-:func:`libragrad_fx.frozen.frozen_parameters`, which also keeps the forward from saving inputs for
+:func:`libragrad_fx.core.frozen.frozen_parameters`, which also keeps the forward from saving inputs for
 weight gradients nobody will read.
 """
 from __future__ import annotations

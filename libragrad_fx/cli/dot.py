@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from .report import Report
-from .rewrite import RULE_META
-from .spelling import describe
+from ..core.report import Report
+from ..core.rewrite import RULE_META
+from ..core.spelling import describe
 
 __all__ = ["to_dot", "FAMILY_COLORS"]
 

@@ -15,7 +15,7 @@ the rewritten backward (a linear map plus the constant; a norm with its statisti
 centred input is zero at zero), so f(0) holds the constant and nothing else. It is never a
 remainder y - J~x: completeness has to come from the backward. Since y = sum_i J~_i x_i + b at
 every site and every other node is locally complete, <grad~_y f, b> summed over the sites plus
-<grad~_x f, x> telescopes to f(x); the per-node check in :mod:`libragrad_fx.completeness` says
+<grad~_x f, x> telescopes to f(x); the per-node check in :mod:`libragrad_fx.attr.completeness` says
 where that fails.
 
 A rule that wraps a node (``scale_grad(x * y)``, ``identity_rule(x, softplus(x), f0, s)``) forms one
@@ -34,9 +34,9 @@ from typing import Any, Iterable
 import torch
 import torch.fx as fx
 
-from . import rules
-from .analysis import Analysis, Kind, live_nodes
-from .ops import Category
+from ..core import rules
+from ..core.analysis import Analysis, Kind, live_nodes
+from ..core.ops import Category
 from .taps import extend
 
 __all__ = ["ADDITIVE", "BiasSite", "Biases", "units"]
@@ -111,7 +111,7 @@ def spelling(unit: tuple[fx.Node, ...], analysis: Analysis) -> str:
 
 def named_args(node: fx.Node, analysis: Analysis) -> dict[str, Any]:
     """Arguments by name: schema names for torch ops, parameter names for the rule functions."""
-    if node.op == "call_function" and getattr(node.target, "__module__", "") == "libragrad_fx.rules":
+    if node.op == "call_function" and getattr(node.target, "__module__", "") == "libragrad_fx.core.rules":
         bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)

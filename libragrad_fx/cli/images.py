@@ -5,7 +5,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 __all__ = ["load_image"]
 

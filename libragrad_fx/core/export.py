@@ -126,7 +126,7 @@ def load(path: str) -> Exported:
 def program_rules(program: torch.export.ExportedProgram) -> dict[str, int]:
     """Nodes of the program that apply a LibraGrad rule, by family (read from the nodes' own metadata).
 
-    Backward-pruned ops (see :mod:`libragrad_fx.prune`) count under ``"pruning"``."""
+    Backward-pruned ops (see :mod:`libragrad_fx.core.prune`) count under ``"pruning"``."""
     families: Counter[str] = Counter()
     for node in program.graph.nodes:
         rule = node.meta.get("custom", {}).get(RULE_META)

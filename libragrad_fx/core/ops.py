@@ -1,7 +1,7 @@
 """What each canonical op is, as far as FullGrad-completeness is concerned.
 
 The analysis and the passes consult this table only; they never branch on spellings
-(see :mod:`libragrad_fx.spelling`). Categories follow LIBRAGRAD.md section 1-2:
+(see :mod:`libragrad_fx.core.spelling`). Categories follow LIBRAGRAD.md section 1-2:
 
 * structural, linear, piecewise: already locally complete (a bias, if any, is explicit);
 * activation: elementwise f(x) = x * g(x), made complete by detaching g (nonlinearity pass);
@@ -109,7 +109,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
 _CATEGORY = {name: category for category, names in _TABLE.items() for name in names}
 
 
-# What libragrad-fx itself inserts (torch.ops.libragrad.* and libragrad_fx.rules.*): already LibraGrad.
+# What libragrad-fx itself inserts (torch.ops.libragrad.* and libragrad_fx.core.rules.*): already LibraGrad.
 REWRITTEN_NAMESPACE = "libragrad"
 
 
