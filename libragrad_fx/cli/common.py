@@ -1,0 +1,67 @@
+"""Steps every command shares: load the model and a probe input, transform it, write the result."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..core.errors import UsageError, first_line
+
+__all__ = ["METHOD_ALIASES", "method_names", "comma_list", "load", "transform", "needs_original", "same_preset", "emit"]
+
+# the short names the paper uses, beside libragrad_fx.attr.METHODS' own
+METHOD_ALIASES = {"ixg": "input_x_gradient", "ig": "integrated_gradients", "rollout": "attention_rollout"}
+
+
+def method_names() -> list[str]:
+    from ..attr import METHODS
+
+    return list(METHOD_ALIASES) + list(METHODS)
+
+
+def comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def load(args: argparse.Namespace):
+    """The model and an example input it accepts (a probe forward turns a wrong shape into one line)."""
+    from .specs import example_input, load_model
+
+    loaded = load_model(args.model, checkpoint=args.checkpoint, model_kwargs=args.model_kwargs,
+                        input_shape=args.input_shape, seed=args.seed)
+    x = example_input(loaded, seed=args.seed)
+    try:
+        with torch.no_grad():
+            loaded.model(x)
+    except Exception as error:
+        raise UsageError(f"{loaded.label} rejects an input of shape {tuple(x.shape)} ({type(error).__name__}: "
+                         f"{first_line(error)}); pass --input-shape with the shape it expects") from error
+    return loaded, x
+
+
+def transform(model, x: torch.Tensor, args: argparse.Namespace, preset: str | None = None):
+    from ..core.transform import transform as run
+
+    return run(model, x, preset=preset or args.preset, capture=args.capture)
+
+
+def needs_original(loaded, command: str) -> None:
+    if loaded.transformed:
+        raise UsageError(f"{command} needs the original model, and {loaded.label} holds only the transformed "
+                         "program: run it on the MODEL you exported")
+
+
+def same_preset(loaded, args: argparse.Namespace) -> None:
+    made = loaded.exported.report.preset
+    if args.preset != made:
+        raise UsageError(f"{loaded.label} was exported with preset {made!r}: run on the original model for "
+                         f"preset {args.preset!r}")
+
+
+def emit(text: str, out: str | None) -> None:
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
