@@ -38,7 +38,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         text = first_line(error)
-        if "weights_only" in str(error):
+        if "Unsupported global" in str(error):  # a training checkpoint with its arguments, an optimizer...
             raise UsageError(f"checkpoint {path!r} holds Python objects besides tensors, which are not loaded (they "
                              "could run code); save the weights alone: torch.save(model.state_dict(), FILE)") from error
         raise UsageError(f"checkpoint {path!r} is not a PyTorch checkpoint: torch.load cannot read it "

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", default=False, help="show the traceback of an error")
     parser.add_argument("--no-progress", action="store_true", default=False,
                         help="no progress display on stderr (it is shown only on a terminal anyway)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
+                                     help="what to do (`libragrad-fx COMMAND --help` lists its options)")
     for command in COMMANDS:
         command.register(commands, [model, rewrite] if command.TAKES_MODEL else [])
     return parser

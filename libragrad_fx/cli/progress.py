@@ -73,7 +73,8 @@ def step(description: str, total: int | None = None) -> Callback:
     task = _current = _display.add_task(description, total=total)
 
     def advance(done: int, total: int) -> None:
-        _display.update(task, completed=done, total=total)
+        # drawn now at the start and the end, between them at the display's own pace
+        _display.update(task, completed=done, total=total, refresh=done in (0, total))
 
     return advance
 
