@@ -46,16 +46,36 @@ def shown(on: bool = True) -> Iterator[None]:
             return Text(f"{int(task.completed)}/{int(task.total)}" if task.total else "", style="progress.download")
 
     console = Console(file=sys.stderr, force_terminal=True)
-    # prints to a terminal stdout go above the display; stdout into a file or pipe is left alone
     display = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), Count(),
-                       TimeElapsedColumn(), console=console, transient=True,
-                       redirect_stdout=bool(sys.stdout.isatty()), redirect_stderr=False)
-    with display:
-        _display, _current = display, None
-        try:
-            yield
-        finally:
-            _display, _current = None, None
+                       TimeElapsedColumn(), console=console, transient=True, redirect_stdout=False,
+                       redirect_stderr=False)
+    stdout = sys.stdout
+    display.start()
+    _display, _current = display, None
+    if stdout.isatty():  # one terminal for both: the display steps aside while the results are printed
+        sys.stdout = _Aside(stdout, display)
+    try:
+        yield
+    finally:
+        sys.stdout = stdout
+        display.stop()
+        _display, _current = None, None
+
+
+class _Aside:
+    """stdout that takes the progress display off the terminal before it writes (the next step brings it back):
+    results are printed as they are, never wrapped or interleaved by the display."""
+
+    def __init__(self, stream, display) -> None:
+        self._stream, self._display = stream, display
+
+    def write(self, text: str) -> int:
+        if self._display.live.is_started:
+            self._display.stop()
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _ignore(done: int, total: int) -> None:
@@ -68,6 +88,8 @@ def step(description: str, total: int | None = None) -> Callback:
     global _current
     if _display is None:
         return _ignore
+    if not _display.live.is_started:  # stepped aside for printed results
+        _display.start()
     if _current is not None:
         _display.remove_task(_current)
     task = _current = _display.add_task(description, total=total)
