@@ -54,7 +54,7 @@ def _inspect_report(loaded, x: torch.Tensor, args: argparse.Namespace):
 
 def _render_inspect(label: str, shape: tuple[int, ...], report, data: dict) -> str:
     lines = [f"{label}: {report.model}, preset {report.preset}, input {'x'.join(map(str, shape))}",
-             f"capture: {report.capture}, {report.nodes} nodes"]
+             f"capture: {report.capture}, {report.nodes} nodes in the graph"]
     if report.forward_check:
         lines.append(f"forward: {report.forward_check}")
     lines += [f"note: {n}" for n in report.notes]
