@@ -113,7 +113,7 @@ def test_one_node_count_across_inspect_diff_and_export(capsys, tmp_path):
     assert code == 0
     rewritten, pruned, only_pruned = _count(counts, inspected)
     assert _count(counts, diffed) == _count(counts, exported) == (rewritten, pruned, only_pruned)
-    (changed,) = _count(r": (\d+) nodes changed", diffed)
+    (changed,) = _count(r"; (\d+) nodes changed", diffed)
     assert changed == rewritten + only_pruned  # diff lists every node the transform touched
     data = json.loads(main(["inspect", *VIT, "--format", "json"]) == 0 and capsys.readouterr().out)
     assert rewritten == len({r["node"] for r in data["rewritten"]}) and pruned == len({r["node"] for r in

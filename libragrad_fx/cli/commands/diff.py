@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
         emit(json.dumps({"model": loaded.label, "preset": args.preset, "capture": after.libragrad_report.capture,
                           "changes": [c.to_dict() for c in changes], "code_diff": diff}, indent=2), None)
         return 0
-    lines = [f"{loaded.label}: {len(changes)} nodes changed: {node_counts(after.libragrad_report)} (preset "
-             f"{args.preset}, captured with {after.libragrad_report.capture})"]
+    lines = [f"{loaded.label}: preset {args.preset}, captured with {after.libragrad_report.capture}; "
+             f"{len(changes)} nodes changed: {node_counts(after.libragrad_report)}"]
     for change in changes:
         lines.append(f"\n{change.node}  {change.op}  [{change.family}] {change.rule}")
         lines += [f"  - {line}" for line in change.removed] + [f"  + {line}" for line in change.added]

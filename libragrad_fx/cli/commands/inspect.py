@@ -59,7 +59,8 @@ def _render_inspect(label: str, shape: tuple[int, ...], report, data: dict) -> s
         lines.append(f"forward: {report.forward_check}")
     lines += [f"note: {n}" for n in report.notes]
     counts = ", ".join(f"{family} {n}" for family, n in sorted(report.rewrites.items())) or "none"
-    lines.append(f"rewrites: {counts} ({node_counts(report)})")
+    lines.append(f"rewrites: {counts}")
+    lines.append(f"in all: {node_counts(report)}")
     lines.append("already complete: " + (", ".join(f"{k} {v}" for k, v in sorted(report.complete.items())) or "none")
                  + f"; no gradient after the rules: {report.pruned} nodes")
     if "file" in data:
