@@ -35,7 +35,7 @@ def _number(kind: type, test: Callable[[float], bool], wanted: str) -> Callable[
 positive_int = _number(int, lambda v: v >= 1, "at least 1")
 nonnegative_int = _number(int, lambda v: v >= 0, "0 or more")
 positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a positive number")
-seed = _number(int, lambda v: 0 <= v < _SEED_LIMIT, f"between 0 and 2**63 - 1")
+seed = _number(int, lambda v: 0 <= v < _SEED_LIMIT, "between 0 and 2**63 - 1")
 
 
 def output_file(path: str, option: str = "--out", suffix: str | None = None) -> str:
