@@ -160,3 +160,46 @@ def test_output_folders(tmp_path):
     remove_if_empty(empty)
     remove_if_empty(first)
     assert not empty.exists() and first.exists()
+
+
+def test_explain_names_the_target_and_says_why_ixg_does_not_add_up(capsys, tmp_path):
+    from libragrad_fx.bench.data import CLASSES
+
+    code, out, err = cli(capsys, "explain", "vit", "--random", "--compare", "--out", str(tmp_path / "ixg.png"))
+    assert code == 0, err
+    target = int(re.search(r"libragrad  ixg: target (\d+) \(", out).group(1))
+    assert f"target {target} ({CLASSES[target]})" in out
+    assert "leaves the biases' share of the score out" in out  # the bundled ViT's stem bias is large
+    code, out, err = cli(capsys, "explain", "vit", "--random", "--method", "fullgrad", "--json",
+                         "--out", str(tmp_path / "fullgrad.png"))
+    (numbers,) = json.loads(out)["explanations"]
+    assert code == 0 and numbers["target_name"] == CLASSES[numbers["target"]]
+
+
+def _spans(line: str) -> list[tuple[int, int]]:
+    """Where each cell of a table line starts and ends (cells are separated by two spaces or more)."""
+    return [m.span() for m in re.finditer(r"\S+(?: \S+)*", line)]
+
+
+def test_the_demo_table_puts_every_column_under_its_label():
+    from libragrad_fx.bench.demo import OTHER_OUTLINE, TARGET_OUTLINE, DemoResult
+
+    def row(target, method, backward, rel):
+        return {"target": target, "method": method, "backward": backward, "logit": 1.5, "attributed": 1.5 * (1 + rel),
+                "abs_error": 1.5 * rel, "rel_error": rel, "share": 0.61, "more_on_target": True}
+
+    rows = [row(t, m, b, 30.0 if m == "IxG" else 1e-7) for b in ("vanilla", "libragrad") for m in ("IxG", "FullGrad")
+            for t in ("cross", "star")]
+    text = DemoResult("demo.png", ("cross", "star"), "vit", rows, folded_stem=True).text()
+    lines = text.splitlines()
+    header = _spans(lines[1])
+    assert len(header) == 8
+    for line in lines[2:2 + len(rows)]:
+        cells = _spans(line)
+        assert len(cells) == len(header), line
+        assert [c[0] for c in cells[:3]] == [h[0] for h in header[:3]]  # words: left-aligned under their label
+        assert [c[1] for c in cells[3:]] == [h[1] for h in header[3:]]  # numbers: right-aligned under theirs
+    assert "why IxG misses the logit" in text and "folded in" in text
+    complete = DemoResult("demo.png", ("cross", "star"), "vit", [row("cross", "IxG", "libragrad", 1e-7)])
+    assert "why IxG" not in complete.text()  # an error of rounding size needs no explanation
+    assert {TARGET_OUTLINE["colors"], OTHER_OUTLINE["colors"]}.isdisjoint({"red", "blue"})  # red and blue: the map's
