@@ -2,8 +2,10 @@
 import os as _os
 
 from ._source_tree import ensure_passes as _ensure_passes
+from ._version import version as _version
 
 _ensure_passes(__name__, _os.path.dirname(__file__))
+__version__ = _version(_os.path.dirname(__file__))
 
 # the core registers the torch.ops.libragrad custom ops (rules, pruned ops) as it is imported
 from . import passes  # noqa: E402
@@ -16,6 +18,6 @@ from . import attr, viz  # noqa: E402
 from .attr import maps  # noqa: E402
 from .attr.completeness import Completeness, NodeCompleteness, completeness, node_completeness  # noqa: E402
 
-__all__ = ["transform", "PRESETS", "Report", "CaptureError", "UnclassifiedOpWarning", "passes", "rules", "attr",
+__all__ = ["__version__", "transform", "PRESETS", "Report", "CaptureError", "UnclassifiedOpWarning", "passes", "rules", "attr",
            "maps", "viz", "completeness", "node_completeness", "Completeness", "NodeCompleteness",
            "frozen_parameters"]

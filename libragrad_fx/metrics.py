@@ -1,4 +1,4 @@
-"""Attribution-quality metrics (LIBRAGRAD.md section 4), batched torch functions.
+"""Attribution-quality metrics (docs/METHOD.md section 6), batched torch functions.
 
 Conventions shared by every function here:
 

@@ -1,4 +1,4 @@
-"""The LibraGrad rewrite passes, one module per family (LIBRAGRAD.md section 2).
+"""The LibraGrad rewrite passes, one module per family (docs/METHOD.md section 2).
 
 A pass reads the :class:`~libragrad_fx.core.analysis.Analysis` of a graph and returns the edits its
 family's rule calls for; it never touches the graph itself. The driver keeps the edits of the

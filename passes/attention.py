@@ -1,4 +1,4 @@
-"""Attention pass: prune the score path (LIBRAGRAD.md section 2, row 3).
+"""Attention pass: prune the score path (docs/METHOD.md section 2).
 
 Matches: ``scaled_dot_product_attention`` in any spelling (torch or ATen), and every product in
 which a softmax, or another normalised weight map (weights divided by their own sum), multiplies

@@ -1,4 +1,4 @@
-"""Gating pass: balance products of input-dependent factors (LIBRAGRAD.md section 2, row 4).
+"""Gating pass: balance products of input-dependent factors (docs/METHOD.md section 2).
 
 Matches: every elementwise product, matmul, einsum or power whose factors are input-dependent and
 that no other family claimed: SwiGLU / GEGLU ``a * act(b)``, gMLP's ``u * (W v)``, focal

@@ -1,4 +1,4 @@
-"""Nonlinearity pass: gate pruning for elementwise activations (LIBRAGRAD.md section 2, row 1).
+"""Nonlinearity pass: gate pruning for elementwise activations (docs/METHOD.md section 2).
 
 Matches: GELU (exact and tanh), SiLU, hard-swish and Mish in any spelling (module, function,
 method, ATen); other elementwise nonlinearities on a stream (ELU, SELU, CELU, softplus, ReLU6,

@@ -1,4 +1,4 @@
-"""Normalization pass: detach the scale statistic (LIBRAGRAD.md section 2, row 2).
+"""Normalization pass: detach the scale statistic (docs/METHOD.md section 2).
 
 Matches: LayerNorm, RMSNorm, GroupNorm (modules, F.*, ATen), train-mode BatchNorm, InstanceNorm,
 F.normalize; and hand-written norms, i.e. a statistic (std, var, norm, rsqrt, sqrt, reciprocal)

@@ -1,4 +1,4 @@
-"""A hand-written LibraGrad, independent of the graph rewrite (LIBRAGRAD.md section 2, "gradient oracle").
+"""A hand-written LibraGrad, independent of the graph rewrite (docs/METHOD.md section 4, the gradient oracle).
 
 Eager execution under a ``TorchFunctionMode`` that swaps each fused call for its LibraGrad form:
 (a) attention with q, k and the additive logit bias detached, (b) LayerNorm / GroupNorm / RMSNorm

@@ -1,4 +1,4 @@
-"""Attribution methods on the transformed model (issue 3): API, captum parity, the integrator, CAMs, rollouts."""
+"""Attribution methods on the transformed model: API, captum parity, the integrator, CAMs, rollouts."""
 from __future__ import annotations
 
 import copy

@@ -41,21 +41,21 @@ def test_unknown_method_and_model(capsys) -> None:
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    fake = out / "no-lxt-python"
+    fake = tmp_path_factory.mktemp("tools") / "no-lxt-python"
     fake.write_text("#!/bin/sh\nexit 1\n")
     fake.chmod(0o755)
+    out = tmp_path_factory.mktemp("bench")
     code = main(["bench", "--n", "4", "--models", "vit,mixer", "--methods", "ixg,fullgrad,gradcam,rollout,gae,attnlrp",
                  "--ig-steps", "2", "--sg-samples", "2", "--batch", "4", "--out", str(out), "--no-progress",
                  "--lxt-python", str(fake)])
     assert code == 0
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    return out, rows
+    return out, rows, fake
 
 
 def test_bench_writes_what_it_says(bench_run, capsys) -> None:
-    out, rows = bench_run
+    out, rows, _ = bench_run
     for name in ("results.csv", "results.md", "run.json", "deletion_vit.png", "deletion_mixer.png",
                  "examples_vit.png", "examples_mixer.png"):
         assert (out / name).is_file(), name
@@ -78,7 +78,7 @@ def _row(rows, model, method, variant):
 
 
 def test_bench_numbers_are_sane(bench_run) -> None:
-    _, rows = bench_run
+    _, rows, _ = bench_run
     for r in rows:
         if r["method"] in ("Rollout", "GAE") and r["model"] == "mixer" or r["method"] == "AttnLRP":
             assert math.isnan(float(r["seg_ap"]))  # n/a: no attention / no lxt
@@ -91,7 +91,7 @@ def test_bench_numbers_are_sane(bench_run) -> None:
     for model in ("vit", "mixer"):
         lg = float(_row(rows, model, "FullGrad", "libragrad")["compl_rel_median"])
         van = float(_row(rows, model, "FullGrad", "vanilla")["compl_rel_median"])
-        assert lg < 1e-4  # complete to float precision (LIBRAGRAD.md section 1)
+        assert lg < 1e-4  # complete to float precision (docs/METHOD.md)
         assert van > 100 * lg  # GELU and LayerNorm break it without the rules
         assert math.isnan(float(_row(rows, model, "GradCAM", "libragrad")["compl_rel_median"]))
 
@@ -113,8 +113,7 @@ def test_demo(tmp_path, capsys) -> None:
 def test_rerun_of_one_model_is_deterministic_and_merges(bench_run, tmp_path) -> None:
     from libragrad_fx.bench.compare import merge
 
-    out, rows = bench_run
-    fake = out / "no-lxt-python"
+    out, rows, fake = bench_run
     again = tmp_path / "vit"
     assert main(["bench", "--n", "4", "--models", "vit", "--methods", "ixg,fullgrad,gradcam,rollout,gae,attnlrp",
                  "--ig-steps", "2", "--sg-samples", "2", "--batch", "4", "--out", str(again), "--no-progress",

@@ -61,7 +61,7 @@ def _beats_constant(rep: dict, batch) -> bool:
     return rep["mean_per_class_accuracy"] > all_negative + 0.01 and rep["mean_balanced_accuracy"] >= 0.57
 
 
-# Issue 5's requirement for every bundled model: >= 0.90 mean per-class held-out accuracy.
+# The requirement for every bundled model: >= 0.90 mean per-class held-out accuracy.
 REQUIRED_MEAN_PER_CLASS = 0.90
 # The all-negative predictor already scores ~0.85 per class, so 0.90 can be reached while
 # missing most objects. Also require mean balanced accuracy >= 0.75: with near-perfect true-

@@ -1,4 +1,4 @@
-"""The command line (issue 4) on a small timm ViT: every command, its output formats and exit codes.
+"""The command line on a small timm ViT: every command, its output formats and exit codes.
 
 In-process through ``main(argv)`` (torch and timm load once); two subprocess runs check the
 installed entry point end to end.
@@ -214,7 +214,7 @@ def test_bundled_model_spec(capsys):
     try:
         from libragrad_fx.bench import models
     except ImportError:
-        pytest.skip("libragrad_fx.bench.models (issue 5, bundled models) is not on this branch yet")
+        pytest.skip("libragrad_fx.bench.models (the bundled models) is not installed")
     if not models.names():
         pytest.skip("libragrad_fx.bench.models ships no trained weights yet (names() is empty)")
     name = models.names()[0]

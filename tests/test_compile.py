@@ -1,4 +1,4 @@
-"""torch.compile of a transformed model (issue 4): same outputs and gradients, no graph breaks.
+"""torch.compile of a transformed model: same outputs and gradients, no graph breaks.
 
 Graph breaks are counted by ``torch._dynamo.explain`` (Dynamo's own trace, no code generated);
 parity is measured with the default Inductor backend (C++ code generation on CPU: slow, so one

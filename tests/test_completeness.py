@@ -1,4 +1,4 @@
-"""FullGrad completeness and the per-node check (issue 3): complete under LibraGrad, and where it breaks otherwise."""
+"""FullGrad completeness and the per-node check: complete under LibraGrad, and where it breaks otherwise."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Shipping a transformed model (issue 4): torch.export, save, load, and the LibraGrad gradient back."""
+"""Shipping a transformed model: torch.export, save, load, and the LibraGrad gradient back."""
 from __future__ import annotations
 
 import os

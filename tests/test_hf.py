@@ -1,4 +1,4 @@
-"""HF transformers nobody wrote a rule for: a BERT encoder and a Llama decoder (issue 6).
+"""HF transformers nobody wrote a rule for: a BERT encoder and a Llama decoder.
 
 Tiny random configurations (no weights are downloaded), attributed over ``inputs_embeds``.
 BERT: post-LN, GELU, softmax attention with an additive mask, tanh pooler. Llama: RMSNorm written

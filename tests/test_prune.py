@@ -1,4 +1,4 @@
-"""Backward pruning (issue 7): the same forward and the same gradient, with the pruned work skipped."""
+"""Backward pruning: the same forward and the same gradient, with the pruned work skipped."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Random networks composed from a vocabulary of constructs (issue 6): the rules are general, not per model.
+"""Random networks composed from a vocabulary of constructs: the rules are general, not per model.
 
 Hypothesis draws a stack of blocks over tokens (batch, tokens, dim): linear and convolution, the
 norms (fused and hand-written), the activations, attention variants, gated products, residual

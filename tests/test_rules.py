@@ -1,4 +1,4 @@
-"""The general rules on spellings nobody wrote a pattern for (LIBRAGRAD.md section 2)."""
+"""The general rules on spellings nobody wrote a pattern for (docs/METHOD.md section 2)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""The core promise on the paper's eight architectures (issue 2): same forward, LibraGrad backward."""
+"""The core promise on the paper's eight architectures: same forward, LibraGrad backward."""
 from __future__ import annotations
 
 import copy

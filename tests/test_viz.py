@@ -1,4 +1,4 @@
-"""Maps for people (issue 3): token grids, sum-preserving upsampling, PNG overlays."""
+"""Maps for people: token grids, sum-preserving upsampling, PNG overlays that read without a manual."""
 from __future__ import annotations
 
 import matplotlib.image
@@ -49,16 +49,31 @@ def test_per_sample_finds_the_batch():
         maps.per_sample(torch.randn(5, 7), 2)
 
 
+def _legends(figure) -> list[str]:
+    return [ax.get_xlabel() for ax in figure.axes if ax.get_xlabel()]
+
+
 def test_a_fullgrad_map_rendered_to_png(tmp_path):
     model, x = build("vit")
     full = lf.attr.FullGrad(model).attribute(x, target=1)
     path = tmp_path / "fullgrad.png"
-    figure = lf.viz.overlay(x[0], full[0], path, title="FullGrad (LibraGrad)", signed=True, cmap="bwr")
+    figure = lf.viz.overlay(x[0], full[0], path, title="FullGrad (LibraGrad), target 1", signed=True)
     png = matplotlib.image.imread(path)
     width, height = figure.get_size_inches() * figure.dpi
     assert png.shape[:2] == (round(height), round(width)) and png.shape[2] in (3, 4)
     assert png[..., :3].std() > 0.05, "the image must not be constant"
+    # it reads on its own: the image beside the map, one title, a colour bar saying what red and blue mean
+    assert sum(bool(ax.images) for ax in figure.axes) == 2
+    assert figure.get_suptitle() == "FullGrad (LibraGrad), target 1"
+    assert _legends(figure) == [lf.viz.SIGNED_LEGEND] and "red" in lf.viz.SIGNED_LEGEND
+    map_axes = [ax for ax in figure.axes if len(ax.images) == 2][0]
+    assert map_axes.images[1].get_cmap().name == "bwr"  # the map over the image
+    assert map_axes.images[0].get_array().ndim == 2  # the image under it in grey: its own reds are not the map's
+
     grid_path = tmp_path / "gradcam.png"
-    lf.viz.overlay(x[1], lf.attr.GradCAM(model).attribute(x, target=1)[1], grid_path)
+    cam_figure = lf.viz.overlay(x[1], lf.attr.GradCAM(model).attribute(x, target=1)[1], grid_path)
     cam = matplotlib.image.imread(grid_path)
-    assert cam.shape == png.shape and not torch.equal(torch.from_numpy(cam), torch.from_numpy(png))
+    assert cam.shape[1] == png.shape[1] and cam[..., :3].std() > 0.05
+    assert _legends(cam_figure) == [lf.viz.WEIGHT_LEGEND]
+    cam_axes = [ax for ax in cam_figure.axes if len(ax.images) == 2][0]
+    assert cam_axes.images[1].get_cmap().name == "inferno"  # a weight map: no red that could read as "positive"

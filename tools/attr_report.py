@@ -1,4 +1,4 @@
-"""The numbers issue 3 asks for, on the eight test-size architectures (random weights, CPU).
+"""The attribution numbers (completeness, the per-node check, IG, captum parity) on the eight test-size architectures (random weights, CPU).
 
     PYTHONPATH=$PWD python tools/attr_report.py [--capture fx|export] [--arch vit ...]
 

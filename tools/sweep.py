@@ -1,7 +1,7 @@
 """Sweep the timm zoo: does ``libragrad_fx.transform`` hold on architectures nobody wrote a rule for?
 
 One smallest variant per ``timm.models`` module (random weights, small images, batch 2), plus the
-named families of issue 6 that share a module with another (gMLP/ResMLP in ``mlp_mixer``,
+named families (each testing a general rule) that share a module with another (gMLP/ResMLP in ``mlp_mixer``,
 PoolFormer in ``metaformer``, CoAtNet in ``maxxvit``, ...). Per model:
 
 * capture path (``fx``, ``fx+timm-leaves``, ``export``) or the capture error;
@@ -57,8 +57,8 @@ BATCH = 2
 SIZES = (64, 96, 128, 160, 224)
 
 # family -> timm model. The smallest variant (by parameter count, among the names that say
-# so) of each timm.models module, chosen once on timm 1.0.31; then the named families of
-# issue 6 that live in a module with another.
+# so) of each timm.models module, chosen once on timm 1.0.31; then the named families that
+# live in a module with another.
 MODULES: dict[str, str] = {
     "beit": "beit_base_patch16_224", "byoanet": "halonet_h1", "byobnet": "mobileone_s0",
     "cait": "cait_xxs24_224", "coat": "coat_tiny", "convit": "convit_tiny", "convmixer": "convmixer_768_32",
@@ -105,8 +105,8 @@ SHRINK: dict[str, dict[str, Any]] = {name: {"depth": 2} for name in (
     "beit_base_patch16_224", "deepseek_vit_412m", "gemma4_vit_167m", "naflexvit_base_patch16_parfac_gap",
     "qwen3_vit_88m", "samvit_base_patch16_224")}
 SHRINK["sequencer2d_s"] = {"layers": (1, 1, 2, 1)}  # each LSTM is unrolled over its tokens for the backward
-# The families issue 6 names, each testing a general rule, and where they are in the sweep.
-ISSUE_FAMILIES: dict[str, tuple[str, ...]] = {
+# The named families, each testing a general rule, and where they are in the sweep.
+NAMED_FAMILIES: dict[str, tuple[str, ...]] = {
     "Swin / SwinV2 (window attention, relative position bias, shift masks)":
         ("swin_transformer", "swin_transformer_v2", "swin_transformer_v2_cr"),
     "ConvNeXt (channels-first LayerNorm)": ("convnext",), "CaiT (class attention, talking heads)": ("cait",),
@@ -450,10 +450,10 @@ def summary(rows: list[Row], command: str) -> str:
                      f"{local} | {ixg} | {_fmt(r.ixg_vanilla)} | {_fmt(r.fullgrad)} ({_fmt(r.fullgrad_f32)}) | {rewrites} | "
                      f"{_fmt(r.unclassified)} | {_fmt(r.transform_s)} | {r.status} |")
     by_family = {r.family: r for r in rows}
-    named = [(label, [by_family[f] for f in families if f in by_family]) for label, families in ISSUE_FAMILIES.items()]
+    named = [(label, [by_family[f] for f in families if f in by_family]) for label, families in NAMED_FAMILIES.items()]
     named = [(label, found) for label, found in named if found]
     if named:
-        lines += ["", "## The families issue 6 names", "", "| family | models | status | rewrites | note |",
+        lines += ["", "## The named families (each tests a general rule)", "", "| family | models | status | rewrites | note |",
                   "|---|---|---|---|---|"]
         for label, found in named:
             status = "pass" if all(r.status == "pass" for r in found) else "; ".join(

@@ -1,4 +1,4 @@
-"""Attribution methods on the LibraGrad-transformed model (LIBRAGRAD.md section 3), captum-style:
+"""Attribution methods on the LibraGrad-transformed model (docs/METHOD.md section 5), captum-style:
 
     libragrad_fx.attr.<Method>(model).attribute(inputs, target=None, **kwargs)
 

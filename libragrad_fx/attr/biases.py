@@ -1,4 +1,4 @@
-"""FullGrad's biases, found from the graph (LIBRAGRAD.md sections 1 and 3).
+"""FullGrad's biases, found from the graph (docs/METHOD.md sections 1 and 5).
 
 FullGrad-completeness reads f(x) = <grad~_x f, x> + sum_j <grad~_{b_j} f, b_j>. A bias b_j is a
 constant (computed from parameters, buffers, literals and detached values only) that enters an

@@ -1,4 +1,4 @@
-"""Is an attribution complete, and where does completeness break? (LIBRAGRAD.md sections 1 and 4)
+"""Is an attribution complete, and where does completeness break? (docs/METHOD.md: completeness)
 
 :func:`completeness` compares, per sample, what a method attributes with what it should sum to:
 f_t(x) for FullGrad and Input x Gradient, f_t(x) - f_t(x') for Integrated Gradients.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.fx as fx
@@ -175,7 +175,7 @@ class _Recorder(fx.Interpreter):
 
 def node_completeness(model: nn.Module, inputs: Inputs, *, preset: str | None = None,
                       additional_forward_args: Any = None, tol: float = 1e-4, probes: int = 3,
-                      seed: int = 0) -> NodeCompleteness:
+                      seed: int = 0, progress: Callable[[int, int], None] | None = None) -> NodeCompleteness:
     """Check y = sum_i J~_i x_i + b at every op on a gradient path and list where it fails.
 
     Args:
@@ -184,6 +184,7 @@ def node_completeness(model: nn.Module, inputs: Inputs, *, preset: str | None = 
         tol: the relative error above which an op is reported as not complete.
         probes: random projections per op (the error estimate's degrees of freedom).
         seed: for the projections.
+        progress: called as ``progress(done, total)`` after each op is checked (a progress display's hook).
     """
     explainer = Attribution(model, preset=preset)
     xs = as_tuple(inputs)
@@ -203,16 +204,18 @@ def node_completeness(model: nn.Module, inputs: Inputs, *, preset: str | None = 
     wrapped = {unit[0] for unit in biases.units.values()}
     sites = {s.node for s in biases.sites}
     runner = fx.Interpreter(gm)  # runs gm's own nodes (the tapped copy may spell an in-place op otherwise)
-    for node in gm.graph.nodes:
-        if node not in biases.live or node in wrapped or not node.op.startswith("call"):
-            continue
-        if not _floats(values.get(node)):
-            continue
+    todo = [node for node in gm.graph.nodes if node in biases.live and node not in wrapped
+            and node.op.startswith("call") and _floats(values.get(node))]
+    for done, node in enumerate(todo):
+        if progress is not None:
+            progress(done, len(todo))
         unit = biases.units.get(node, (node,))
         outputs, inputs = _rerun(runner, unit, biases, values)
         read = read_by_backward(node.target, node.args, outputs[0]) if len(outputs) == 1 else None
         error = _projected_error(outputs, _bias_of(node, outputs, constants), inputs, probes, generator, read)
         report.checks.append(NodeCheck(node.name, spelling(unit, biases.analysis), error, node.name in sites))
+    if progress is not None:
+        progress(len(todo), len(todo))
     return report
 
 

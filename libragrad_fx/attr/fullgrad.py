@@ -1,4 +1,4 @@
-"""FullGrad (Srinivas & Fleuret 2019) on the rewritten backward (LIBRAGRAD.md sections 1 and 3).
+"""FullGrad (Srinivas & Fleuret 2019) on the rewritten backward (docs/METHOD.md sections 1 and 5).
 
     f_t(x) = sum(x * grad~_x f_t) + sum_j <grad~_{y_j} f_t, b_j>
 

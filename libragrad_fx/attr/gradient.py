@@ -1,4 +1,4 @@
-"""Gradient (saliency) and Input x Gradient, on the rewritten backward (LIBRAGRAD.md section 3).
+"""Gradient (saliency) and Input x Gradient, on the rewritten backward (docs/METHOD.md section 5).
 
 With LibraGrad, Input x Gradient is complete on a model without biases: sum(x * grad~_x f) = f(x).
 """

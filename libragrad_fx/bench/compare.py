@@ -1,12 +1,13 @@
 """``libragrad-fx bench``: run :func:`faithfulness.run_model` on each bundled model (in parallel
-processes with ``jobs``), with a rich progress bar, and write the outputs of :mod:`figures`."""
+processes with ``jobs``), reporting progress per model through a callback, and write the outputs of
+:mod:`figures`."""
 from __future__ import annotations
 
 import json
 import multiprocessing
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,50 +34,41 @@ def _work(name: str, methods: list[Method], config: Config, queue) -> ModelResul
     return run_model(name, methods, config, progress=lambda *event: queue.put(event))
 
 
+Progress = Callable[[str, int, int], None]
+"""``progress(model, done, total)``: one model's (method, batch) steps done so far."""
+
+
 def _measure(names: Sequence[str], methods: list[Method], config: Config, jobs: int,
-             show: bool) -> list[ModelResult]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+             progress: Progress | None) -> list[ModelResult]:
+    def update(name: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(name, done, total)
 
-    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, disable=not show, transient=False) as bar:
-        tasks = {n: bar.add_task(n, total=None) for n in names}
-
-        def update(name: str, done: int, total: int) -> None:
-            bar.update(tasks[name], completed=done, total=total)
-
-        if jobs <= 1:
-            torch.set_num_threads(config.threads)
-            return [run_model(n, methods, config, progress=update) for n in names]
-        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            queue = manager.Queue()
-            futures = [pool.submit(_work, n, methods, config, queue) for n in names]
-            while not all(f.done() for f in futures):
-                while not queue.empty():
-                    update(*queue.get())
-                time.sleep(0.2)
+    if jobs <= 1:
+        torch.set_num_threads(config.threads)
+        return [run_model(n, methods, config, progress=update) for n in names]
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        queue = manager.Queue()
+        futures = [pool.submit(_work, n, methods, config, queue) for n in names]
+        while not all(f.done() for f in futures):
             while not queue.empty():
                 update(*queue.get())
-            return [f.result() for f in futures]
+            time.sleep(0.2)
+        while not queue.empty():
+            update(*queue.get())
+        return [f.result() for f in futures]
 
 
 def run(names: Sequence[str], methods: list[Method], config: Config, out: Path, *, jobs: int = 1,
-        show: bool = True) -> Outputs:
-    """Measure ``methods`` on the bundled models ``names`` and write into ``out``:
+        progress: Progress | None = None) -> Outputs:
+    """Measure ``methods`` on the bundled models ``names`` and write into ``out`` (created if missing):
     ``results.csv``, ``results.md``, ``deletion_<model>.png``, ``examples_<model>.png``, ``run.json``."""
     from .data import CLASSES
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    results = _measure(names, methods, config, jobs, show)
+    results = _measure(names, methods, config, jobs, progress)
     files = [out / "results.csv", out / "results.md", out / "run.json"]
     figures.write_csv([row for r in results for row in r.rows], files[0])
     notes = [note for r in results for note in r.notes]

@@ -1,7 +1,7 @@
 """The faithfulness comparison (``libragrad-fx bench``): vanilla vs LibraGrad gradient methods and the
 Transformer-specific baselines on the bundled models, scored with :mod:`libragrad_fx.metrics`.
 
-Setup (LIBRAGRAD.md section 4), fixed here and written into every output:
+Setup (the metrics of docs/METHOD.md section 6), fixed here and written into every output:
 
 * images: ``data.generate(n, seed)`` (default the held-out seed), one or two objects each;
 * targets: *every class present* in an image, predicted by the model or not, so a two-object image

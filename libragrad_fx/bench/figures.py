@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,9 @@ def _blocks(heat: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 def plot_examples(result: ModelResult, path: Path, classes: Sequence[str], dpi: int = 70) -> None:
     """Rows: two-object images, once per object as the target; columns: the image (target object
-    outlined green, the other red), then each map as patch scores (pixel maps summed per 8x8 patch)."""
+    outlined green, the other dashed black), then each map as patch scores (pixel maps summed per 8x8
+    patch): signed maps in blue (lowers the target's score) and red (raises it), non-negative ones
+    dark to bright, each scaled to its own largest value."""
     from matplotlib.figure import Figure
 
     from libragrad_fx.viz import to_image
@@ -118,7 +121,8 @@ def plot_examples(result: ModelResult, path: Path, classes: Sequence[str], dpi: 
         image = to_image(ex["images"][i])
         axes[i, 0].imshow(image, interpolation="nearest")
         axes[i, 0].contour(ex["masks"][i].numpy().astype(float), levels=[0.5], colors="lime", linewidths=0.8)
-        axes[i, 0].contour(ex["others"][i].numpy().astype(float), levels=[0.5], colors="red", linewidths=0.8)
+        axes[i, 0].contour(ex["others"][i].numpy().astype(float), levels=[0.5], colors="black", linewidths=0.8,
+                           linestyles="dashed")
         axes[i, 0].set_title(f"target {classes[int(ex['targets'][i])]}", fontsize=6)
         for j, name in enumerate(names):
             heat = _blocks(ex["maps"][name][i], image.shape[:2])
@@ -132,5 +136,8 @@ def plot_examples(result: ModelResult, path: Path, classes: Sequence[str], dpi: 
                 ax.set_title(name.replace("libragrad:", "LG ").replace("vanilla:", "van "), fontsize=6)
     for ax in axes.flat:
         ax.set_axis_off()
+    legend = (f"{result.model}: target outlined green, other object dashed; signed maps blue = lowers the "
+              "target's score, red = raises it; rollout / GAE / CAM maps dark = low, bright = high")
+    figure.suptitle("\n".join(textwrap.wrap(legend, int(figure.get_figwidth() * 22))), fontsize=6)
     figure.savefig(path, format="png", dpi=dpi)
 

@@ -2,11 +2,13 @@
 
 1. forward: the transformed model's output is bit-identical to the model's (for a ``.pt2`` file,
    to the output its export recorded);
-2. FullGrad completeness: <grad~_x f, x> + sum_j <grad~_b_j f, b_j> = f(x) (LIBRAGRAD.md section 1);
+2. FullGrad completeness: <grad~_x f, x> + sum_j <grad~_b_j f, b_j> = f(x) (docs/METHOD.md);
 3. bias-free Input x Gradient completeness: with every bias, positional embedding and class/register
    token zeroed, <grad~_x f, x> = f(x);
 4. local completeness: y = sum_i J~_i x_i + b at every op on a gradient path (names the ops where not);
-and how long the transform and a LibraGrad backward take next to the vanilla ones.
+and how long the transform and a LibraGrad backward take next to the vanilla ones (the median of
+:data:`TIMING_REPEATS` runs each, after a warm-up). Each step shows on stderr while it runs
+(:mod:`libragrad_fx.cli.progress`).
 """
 from __future__ import annotations
 
@@ -19,7 +21,12 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-__all__ = ["Check", "CheckReport", "run_checks", "zero_biases", "ADDITIVE_NAMES"]
+from .progress import step
+
+__all__ = ["Check", "CheckReport", "run_checks", "zero_biases", "ADDITIVE_NAMES", "TIMING_REPEATS"]
+
+TIMING_REPEATS = 3
+"""Forward+backward runs per model whose median ``check`` reports (after one warm-up run)."""
 
 ADDITIVE_NAMES = ("bias", "pos_embed", "cls_token", "reg_token", "dist_token", "q_bias", "k_bias", "v_bias",
                   "running_mean", "absolute_pos_embed", "pos_embedding", "class_embedding",
@@ -46,6 +53,8 @@ class CheckReport:
     input_shape: list[int]
     checks: list[Check] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    timing_repeats: int = TIMING_REPEATS
+    """The fwd+bwd timings are the median of this many runs (the transform's is one run)."""
 
     @property
     def ok(self) -> bool:
@@ -53,7 +62,8 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "preset": self.preset, "input_shape": self.input_shape, "ok": self.ok,
-                "checks": [asdict(c) for c in self.checks], "timings": self.timings}
+                "checks": [asdict(c) for c in self.checks], "timings": self.timings,
+                "timing_repeats": self.timing_repeats}
 
     def __str__(self) -> str:
         lines = [f"{self.model}: preset {self.preset}, input {'x'.join(map(str, self.input_shape))}"]
@@ -63,8 +73,8 @@ class CheckReport:
             lines.append(f"  {status} {c.name:<42}{error}  [{c.seconds:.2f} s]")
             lines += [f"       {line}" for line in c.detail.splitlines() if line]
         if self.timings:
-            lines.append("timings: " + ", ".join(f"{k} {v:.2f}x" if k == "ratio" else f"{k} {v:.3f} s"
-                                                 for k, v in self.timings.items()))
+            lines.append(f"timings (fwd+bwd: median of {self.timing_repeats} runs after a warm-up): " + ", ".join(
+                f"{k} {v:.2f}x" if k == "ratio" else f"{k} {v:.3f} s" for k, v in self.timings.items()))
         skipped = sum(c.ok is None for c in self.checks)
         verdict = "all checks hold" if self.ok else "some checks do not hold"
         lines.append(verdict + (f" ({skipped} not applicable)" if skipped else ""))
@@ -112,6 +122,7 @@ def run_checks(label: str, gm: nn.Module, x: torch.Tensor, *, original: nn.Modul
 
     report = CheckReport(label, preset, list(x.shape))
     # 1. forward
+    step("checking the forward")
     if original is not None:
         probe = torch.randn((2, *x.shape[1:]), generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
@@ -123,20 +134,24 @@ def run_checks(label: str, gm: nn.Module, x: torch.Tensor, *, original: nn.Modul
         report.checks.append(Check("forward = recorded at export", mismatch is None, detail=mismatch or "",
                                    seconds=seconds))
     # 2. FullGrad
+    step("checking FullGrad completeness")
     full, seconds = _timed(lambda: completeness(gm, x, method="fullgrad"))
     error = _max(full.rel_error)
     report.checks.append(Check("FullGrad completeness", error <= tol, error, tol, seconds=seconds,
                                detail=f"f(x) {_values(full.reference)}, attributed {_values(full.attributed)}"))
     # 3. bias-free Input x Gradient
+    step("checking bias-free Input x Gradient completeness")
     report.checks.append(_bias_free_ixg(gm, original, transform, x, tol))
     # 4. per-node
-    local, seconds = _timed(lambda: node_completeness(gm, x, tol=tol))
+    counted = step("checking local completeness, op by op")
+    local, seconds = _timed(lambda: node_completeness(gm, x, tol=tol, progress=counted))
     bad = local.violations
     detail = f"{len(local.checks)} ops on gradient paths" + (
         ", not complete: " + ", ".join(f"{c.node} ({c.op}, {c.error:.1e})" for c in bad[:8])
         + (f" and {len(bad) - 8} more" if len(bad) > 8 else "") if bad else ", all complete")
     report.checks.append(Check("local completeness (every op)", not bad,
                                max((c.error for c in local.checks), default=0.0), tol, detail, seconds))
+    step(f"timing fwd+bwd ({TIMING_REPEATS} runs each after a warm-up)")
     report.timings = {**(timings or {}), **_timings(gm, original, x)}
     return report
 
@@ -149,6 +164,7 @@ def _bias_free_ixg(gm: nn.Module, original: nn.Module | None, transform, x: torc
     if original is not None and transform is not None:
         zeroed_model, names = zero_biases(original)
         zeroed = transform(zeroed_model)
+        step("checking bias-free Input x Gradient completeness")
     else:
         zeroed, names = zero_biases(gm)
         if hasattr(gm, "libragrad_report"):
@@ -173,7 +189,8 @@ def _values(t: torch.Tensor, n: int = 3) -> str:
 
 
 def _timings(gm: nn.Module, original: nn.Module | None, x: torch.Tensor) -> dict[str, float]:
-    """Median of three forward+backward (input gradient of the top logit), vanilla next to LibraGrad.
+    """Median of :data:`TIMING_REPEATS` forward+backward runs (input gradient of the top logit), vanilla next
+    to LibraGrad.
 
     A rough figure for the user; the benchmarks measure speed properly."""
     def step(model: nn.Module) -> Callable[[], None]:
@@ -185,7 +202,7 @@ def _timings(gm: nn.Module, original: nn.Module | None, x: torch.Tensor) -> dict
 
     def median(fn: Callable[[], None]) -> float:
         fn()  # warm-up
-        return statistics.median(_timed(fn)[1] for _ in range(3))
+        return statistics.median(_timed(fn)[1] for _ in range(TIMING_REPEATS))
 
     out = {"transformed fwd+bwd": median(step(gm))}
     if original is not None:

@@ -7,8 +7,10 @@ import sys
 import torch
 
 from ..core.errors import UsageError, first_line
+from .progress import step
 
-__all__ = ["METHOD_ALIASES", "method_names", "comma_list", "load", "transform", "needs_original", "same_preset", "emit"]
+__all__ = ["METHOD_ALIASES", "method_names", "comma_list", "load", "transform", "needs_original", "same_preset", "emit",
+           "node_counts"]
 
 # the short names the paper uses, beside libragrad_fx.attr.METHODS' own
 METHOD_ALIASES = {"ixg": "input_x_gradient", "ig": "integrated_gradients", "rollout": "attention_rollout"}
@@ -28,6 +30,7 @@ def load(args: argparse.Namespace):
     """The model and an example input it accepts (a probe forward turns a wrong shape into one line)."""
     from .specs import example_input, load_model
 
+    step(f"loading {args.model}")
     loaded = load_model(args.model, checkpoint=args.checkpoint, model_kwargs=args.model_kwargs,
                         input_shape=args.input_shape, seed=args.seed)
     x = example_input(loaded, seed=args.seed)
@@ -43,6 +46,7 @@ def load(args: argparse.Namespace):
 def transform(model, x: torch.Tensor, args: argparse.Namespace, preset: str | None = None):
     from ..core.transform import transform as run
 
+    step(f"transforming (preset {preset or args.preset})")
     return run(model, x, preset=preset or args.preset, capture=args.capture)
 
 
@@ -65,3 +69,14 @@ def emit(text: str, out: str | None) -> None:
             f.write(text)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def node_counts(report) -> str:
+    """How every command counts what the transform changed: the nodes a rule rewrote, and the nodes whose
+    backward is pruned (same gradient, less work; some of them are rewritten nodes too)."""
+    rewritten = {r.node for r in report.rewritten}
+    pruned = {r.node for r in report.backward}
+    text = f"{len(rewritten)} nodes rewritten by the rules"
+    if pruned:
+        text += f", {len(pruned)} with a pruned backward ({len(pruned - rewritten)} of them not rewritten by a rule)"
+    return text

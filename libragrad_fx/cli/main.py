@@ -6,12 +6,14 @@
     libragrad-fx explain MODEL (--image PATH | --random) --out FILE.png [--method M] [--target N] [--compare] [--json]
     libragrad-fx export  MODEL --out FILE.pt2 [--preset P]
     libragrad-fx demo    [--out FILE.png] [--seed N] [--model NAME]
-    libragrad-fx bench   [--n N] [--models M,..] [--methods M,..] [--seed N] [--out DIR] [--jobs J]
+    libragrad-fx bench   [--n N] [--models M,..] [--methods M,..] [--seed N] [--out DIR [--overwrite]] [--jobs J]
+    libragrad-fx --version
 
 MODEL is ``timm:NAME``, ``package.module:factory``, a bundled model name or a ``.pt2`` file written
 by ``export`` (:mod:`libragrad_fx.cli.specs`). Exit codes: 0 success, 1 ``check`` found a property
 that does not hold, 2 bad input or a model the tool cannot handle (one line on stderr; ``--debug``
-adds the traceback).
+adds the traceback). Every option is checked before any work starts. Progress goes to stderr while
+a command works, when stderr is a terminal (``--no-progress`` turns it off).
 """
 from __future__ import annotations
 
@@ -65,7 +67,9 @@ def _presets() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser: shared options, then one subparser per module in :mod:`libragrad_fx.cli.commands`."""
+    from . import validate
     from .commands import COMMANDS
+    from .. import __version__
 
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("model", metavar="MODEL",
@@ -75,9 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keyword arguments for the model's constructor, e.g. '{\"img_size\": 64}'")
     model.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                        help="input shape where the model's default cannot be read (e.g. 1,3,224,224)")
-    model.add_argument("--seed", type=int, default=0, help="seed of random weights and random inputs (default 0)")
+    model.add_argument("--seed", type=validate.seed, default=0,
+                       help="seed of random weights and random inputs (default 0)")
     model.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of an error")
+    model.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress display on stderr (it is shown only on a terminal anyway)")
     rewrite = argparse.ArgumentParser(add_help=False)
     rewrite.add_argument("--preset", default="libragrad", choices=_presets(),
                          help="rule families to apply (default libragrad: all four)")
@@ -86,8 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog=PROG, description="Faithful gradient explanations: see, check and ship the "
                      "LibraGrad rewrite of a PyTorch model.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}",
+                        help="print the version and exit")
     parser.add_argument("--debug", action="store_true", default=False, help="show the traceback of an error")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    parser.add_argument("--no-progress", action="store_true", default=False,
+                        help="no progress display on stderr (it is shown only on a terminal anyway)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
+                                     help="what to do (`libragrad-fx COMMAND --help` lists its options)")
     for command in COMMANDS:
         command.register(commands, [model, rewrite] if command.TAKES_MODEL else [])
     return parser
@@ -97,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     from ..core.capture import CaptureError
     from ..core.errors import UsageError
+    from . import progress
 
     parser = build_parser()
     try:
@@ -104,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help, or a usage error already printed in one line
         return int(stop.code or 0)
     try:
-        with _quiet():
+        with _quiet(), progress.shown(progress.enabled(args)):
             return args.run(args)
     except (UsageError, CaptureError, OSError) as error:
         return _fail(args, str(error))

@@ -48,6 +48,14 @@ class LoadedModel:
     exported: Any = None
     """For a ``.pt2`` file: its :class:`libragrad_fx.core.export.Exported` (program, recorded metadata)."""
     notes: list[str] = field(default_factory=list)
+    classes: list[str] | None = None
+    """Class names by output index, where known without a download (bundled models, ImageNet heads)."""
+
+    def class_name(self, index: int) -> str:
+        """``"3 (cross)"``, or ``"3"`` where the names are not known."""
+        if self.classes is not None and 0 <= index < len(self.classes):
+            return f"{index} ({self.classes[index]})"
+        return str(index)
 
     @property
     def transformed(self) -> bool:
@@ -82,7 +90,9 @@ def load_model(spec: str, *, checkpoint: str | None = None, model_kwargs: dict |
     else:
         loaded = _load_bundled(spec, kwargs)
     if checkpoint:
-        _load_checkpoint(loaded.model, checkpoint)
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(loaded.model, checkpoint, spec)
     if loaded.kind != "pt2":  # an exported program has its mode baked in (and refuses .eval())
         loaded.model.eval()
     if input_shape is not None:
@@ -116,7 +126,22 @@ def _load_timm(spec: str, name: str, kwargs: dict) -> LoadedModel:
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     shape = _timm_input_shape(cfg, kwargs)
     return LoadedModel(model, spec, "timm", shape, tuple(cfg.get("mean", IMAGENET_MEAN)),
-                       tuple(cfg.get("std", IMAGENET_STD)))
+                       tuple(cfg.get("std", IMAGENET_STD)), classes=_imagenet_names(model))
+
+
+def _imagenet_names(model: nn.Module) -> list[str] | None:
+    """The ImageNet class names timm ships (no download) when the model's head has an ImageNet label set."""
+    try:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+
+        subset = infer_imagenet_subset(model)
+        if not subset:
+            return None
+        info = ImageNetInfo(subset)
+        names = [info.index_to_description(i).split(",")[0] for i in range(info.num_classes())]
+    except Exception:  # an older timm, or a head it cannot place: indices only
+        return None
+    return names if len(names) == getattr(model, "num_classes", None) else None
 
 
 def _timm_input_shape(cfg: dict, kwargs: dict) -> tuple[int, ...] | None:
@@ -182,7 +207,7 @@ def _import(load: Callable[[], Any], name: str) -> Any:
 
 def _bundled_models():
     try:
-        from ..bench import models  # issue 5: shipped small models
+        from ..bench import models  # the small trained models shipped with the package
     except ImportError:
         return None
     return models
@@ -204,25 +229,17 @@ def _load_bundled(spec: str, kwargs: dict) -> LoadedModel:
     card = models.card(spec) if hasattr(models, "card") else {}
     shape = _timm_input_shape({}, dict(card.get("kwargs", {})))
     # bundled models take images in [0, 1] as they come (their card says so): no normalisation
-    return LoadedModel(model, spec, "bundled", shape, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    from ..bench.data import CLASSES
+
+    return LoadedModel(model, spec, "bundled", shape, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                       classes=list(CLASSES))
 
 
 def _load_pt2(path: str) -> LoadedModel:
     from ..core.export import load
+    from .validate import pt2_archive
 
+    pt2_archive(path)  # a plain message for a file that is no program, before torch.export tries it
     exported = load(path)
     return LoadedModel(exported.module, path, "pt2", exported.input_shape, exported.mean, exported.std,
                        exported=exported)
-
-
-def _load_checkpoint(model: nn.Module, path: str) -> None:
-    """timm's loader: ``.pth``/``.pt``/``.safetensors``, a bare state dict or one under ``state_dict``/``model``."""
-    from timm.models import load_checkpoint
-
-    if not os.path.isfile(path):
-        raise UsageError(f"no such checkpoint {path!r}: pass an existing .pth or .safetensors file")
-    try:
-        load_checkpoint(model, path, strict=True)
-    except Exception as error:
-        raise UsageError(f"cannot load checkpoint {path!r} into the model ({type(error).__name__}: "
-                         f"{first_line(error)}); it must be a state dict of this architecture") from error

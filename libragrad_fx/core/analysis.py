@@ -1,4 +1,4 @@
-"""Graph analysis: which values depend on the input, and how (LIBRAGRAD.md section 2).
+"""Graph analysis: which values depend on the input, and how (docs/METHOD.md section 2).
 
 Every node gets a :class:`Facts` record in ``node.meta["libragrad"]``:
 

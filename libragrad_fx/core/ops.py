@@ -1,7 +1,7 @@
 """What each canonical op is, as far as FullGrad-completeness is concerned.
 
 The analysis and the passes consult this table only; they never branch on spellings
-(see :mod:`libragrad_fx.core.spelling`). Categories follow LIBRAGRAD.md section 1-2:
+(see :mod:`libragrad_fx.core.spelling`). Categories follow docs/METHOD.md sections 1-2:
 
 * structural, linear, piecewise: already locally complete (a bias, if any, is explicit);
 * activation: elementwise f(x) = x * g(x), made complete by detaching g (nonlinearity pass);
@@ -125,7 +125,7 @@ class ActivationSpec:
     """f(x) = x * g(x) + f(0): the gate g the nonlinearity rule detaches, and f's value and slope at 0."""
 
     gate: str
-    """The rule, as LIBRAGRAD.md writes it."""
+    """The rule, as docs/METHOD.md writes it."""
     f0: float = 0.0
     slope0: float = 1.0
 
@@ -167,7 +167,7 @@ ZERO_PRESERVING_GATES = frozenset({"tanh", "erf", "softsign", "atan", "sin", "as
 # keeps f(0) as the op's bias, as it does for softplus.
 OFFSET_GATES = frozenset({"sigmoid", "hardsigmoid", "exp"})
 
-# Which family's rule detaches a gate, by the op that made it a gate (LIBRAGRAD.md section 2).
+# Which family's rule detaches a gate, by the op that made it a gate (docs/METHOD.md section 2).
 GATE_FAMILY: dict[str, str] = {
     **{name: "attention" for name in ("softmax", "log_softmax", "softmin")},
     **{name: "normalization" for name in ("rsqrt", "sqrt", "reciprocal", "var", "std", "var_mean", "std_mean", "norm")},

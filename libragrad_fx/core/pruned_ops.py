@@ -10,7 +10,7 @@ what can be non-zero:
   features in ``live`` only, ``dx = dY[:, live] @ W[live]``. The dead features' gradient is zero
   by construction (:mod:`libragrad_fx.core.prune` proves it from the graph), so this is exact.
 * ``libragrad::attention(q, k, v, mask, ...)``: ``F.scaled_dot_product_attention``; the attention
-  weights A = softmax(q k^T s + mask) are constants (LIBRAGRAD.md, attention rule), so the
+  weights A = softmax(q k^T s + mask) are constants (the attention rule, docs/METHOD.md section 2), so the
   backward is ``dv = A^T dO`` alone, with A recomputed from the saved q and k: no dq, dk, dmask.
 
 Parameter gradients are computed when autograd asks for them at forward time

@@ -1,4 +1,4 @@
-"""Make fused recurrent kernels visible to the passes: unroll them into gates (LIBRAGRAD.md section 2).
+"""Make fused recurrent kernels visible to the passes: unroll them into gates (docs/METHOD.md section 2).
 
 ``aten.lstm`` (likewise ``aten.gru``, ``aten.rnn_tanh``, ``aten.rnn_relu``) is one opaque kernel.
 Written out per time step an LSTM is

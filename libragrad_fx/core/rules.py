@@ -1,4 +1,4 @@
-"""The LibraGrad rules as code (LIBRAGRAD.md section 2).
+"""The LibraGrad rules as code (docs/METHOD.md section 2).
 
 Two forms, both keeping the forward value bit for bit:
 
@@ -197,7 +197,7 @@ def mish(x: Tensor) -> Tensor:
     return F.mish(x)
 
 
-# grad * gate(x): the activation's gate detached (LIBRAGRAD.md, gate pruning)
+# grad * gate(x): the activation's gate detached (docs/METHOD.md section 2, nonlinearity)
 _ACTIVATION_BACKWARDS = {
     "gelu": lambda grad, x, args: _gelu_backward(grad, x, args[0] if args else "none"),
     "silu": lambda grad, x, args: grad * torch.sigmoid(x),

@@ -4,40 +4,49 @@ from __future__ import annotations
 import argparse
 
 from ..common import comma_list
+from ..validate import positive_int, seed
 
 TAKES_MODEL = False
+
+DEFAULT_ROOT = "libragrad-bench"
+"""Without ``--out`` each run writes into a fresh ``libragrad-bench/<date>-<time>`` folder."""
 
 
 def register(commands, parents) -> None:
     sub = commands.add_parser("bench", help="the faithfulness comparison on the bundled models (CSV, table, plots)")
-    sub.add_argument("--n", type=int, default=500, help="images per model (default 500)")
-    sub.add_argument("--models", type=comma_list, help="bundled models, comma-separated (default: all)")
-    sub.add_argument("--methods", type=comma_list, help="methods, comma-separated (default: all; a gradient method "
-                     "runs vanilla and libragrad)")
-    sub.add_argument("--seed", type=int, default=None, help="image seed (default: the held-out seed)")
-    sub.add_argument("--out", default="docs/bench/faithfulness", metavar="DIR",
-                     help="output directory (default docs/bench/faithfulness)")
-    sub.add_argument("--batch", type=int, default=32, help="targets per attribution call (default 32)")
-    sub.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
-    sub.add_argument("--sg-samples", type=int, default=16, help="SmoothGrad samples (default 16)")
+    sub.add_argument("--n", type=positive_int, default=500, help="images per model (default 500)")
+    sub.add_argument("--models", type=comma_list, metavar="M,..",
+                     help="bundled models, comma-separated (default: all)")
+    sub.add_argument("--methods", type=comma_list, metavar="M,..", help="methods, comma-separated (default: all; a "
+                     "gradient method runs vanilla and libragrad)")
+    sub.add_argument("--seed", type=seed, default=None, help="image seed (default: the held-out seed)")
+    sub.add_argument("--out", metavar="DIR", help=f"output folder, new or empty (default: a fresh "
+                     f"./{DEFAULT_ROOT}/<date>-<time>)")
+    sub.add_argument("--overwrite", action="store_true",
+                     help="write into a non-empty --out folder, replacing its files of the same names")
+    sub.add_argument("--batch", type=positive_int, default=32, help="targets per attribution call (default 32)")
+    sub.add_argument("--ig-steps", type=positive_int, default=32, help="Integrated Gradients steps (default 32)")
+    sub.add_argument("--sg-samples", type=positive_int, default=16, help="SmoothGrad samples (default 16)")
     sub.add_argument("--baseline", choices=("zero", "mean"), default="zero",
                      help="what deleted patches become: zero or each image's mean colour (default zero)")
-    sub.add_argument("--jobs", type=int, default=1, help="models measured in parallel processes (default 1)")
-    sub.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    sub.add_argument("--jobs", type=positive_int, default=1, help="models measured in parallel processes (default 1)")
+    sub.add_argument("--threads", type=positive_int, default=1, help="torch threads per process (default 1)")
     sub.add_argument("--lxt-python", metavar="PYTHON", help="a Python with lxt for AttnLRP (default "
                      "$LIBRAGRAD_FX_LXT_PYTHON, else this one; skipped with a note where none has lxt)")
-    sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS,
+                     help="no progress display on stderr (it is shown only on a terminal anyway)")
     sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     sub.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ...bench import models
     from ...bench.compare import run
     from ...bench.faithfulness import Config, resolve_methods
+    from ...bench.figures import markdown
     from ...core.errors import UsageError
+    from ..outdir import prepare, remove_if_empty
+    from ..progress import per_item, step
 
     valid = models.names()
     chosen = args.models or valid
@@ -48,14 +57,17 @@ def run(args: argparse.Namespace) -> int:
         methods = resolve_methods(args.methods)
     except ValueError as error:
         raise UsageError(f"--methods: {error}") from error
-    for name in ("n", "batch", "ig_steps", "sg_samples", "jobs", "threads"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    out = prepare(args.out, DEFAULT_ROOT, overwrite=args.overwrite)
     config = Config(n=args.n, seed=args.seed, batch=args.batch, ig_steps=args.ig_steps, sg_samples=args.sg_samples,
                     lxt_python=args.lxt_python, threads=args.threads, baseline=args.baseline)
-    outputs = run(chosen, methods, config, Path(args.out), jobs=args.jobs, show=not args.no_progress)
+    step(f"measuring {len(methods)} method rows on {', '.join(chosen)} ({args.n} images each)")
+    try:
+        outputs = run(chosen, methods, config, out, jobs=args.jobs, progress=per_item("  "))
+    except BaseException:
+        remove_if_empty(out)
+        raise
+    print(markdown(outputs.results).rstrip())
     for note in (n for r in outputs.results for n in r.notes):
         print(f"note: {note}")
-    for path in outputs.files:
-        print(f"wrote {path}")
+    print(f"wrote {len(outputs.files)} files into {out}/: " + ", ".join(p.name for p in outputs.files))
     return 0

@@ -5,13 +5,15 @@ import argparse
 import json
 
 from ..common import emit, load, same_preset, transform
+from ..validate import positive_float
 
 TAKES_MODEL = True
 
 
 def register(commands, parents) -> None:
     sub = commands.add_parser("check", parents=parents, help="forward equality, completeness, timings")
-    sub.add_argument("--tol", type=float, default=1e-4, help="relative completeness error allowed (default 1e-4)")
+    sub.add_argument("--tol", type=positive_float, default=1e-4, metavar="T",
+                     help="relative completeness error allowed, > 0 (default 1e-4)")
     sub.add_argument("--json", action="store_true", help="print the results as JSON")
     sub.set_defaults(run=run)
 

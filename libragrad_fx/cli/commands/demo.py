@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..validate import output_file, seed
+
 TAKES_MODEL = False
 
 
@@ -11,8 +13,10 @@ def register(commands, parents) -> None:
                               "LibraGrad (PNG)")
     sub.add_argument("--out", default="libragrad_demo.png", metavar="FILE.png",
                      help="where to write the grid (default libragrad_demo.png)")
-    sub.add_argument("--seed", type=int, default=None, help="image seed (default: the held-out seed)")
+    sub.add_argument("--seed", type=seed, default=None, help="image seed (default: the held-out seed)")
     sub.add_argument("--model", default="vit", help="bundled model (default vit)")
+    sub.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS,
+                     help="no progress display on stderr (it is shown only on a terminal anyway)")
     sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     sub.set_defaults(run=run)
 
@@ -21,11 +25,12 @@ def run(args: argparse.Namespace) -> int:
     from ...bench import models
     from ...bench.demo import run
     from ...core.errors import UsageError
+    from ..progress import step
 
-    if not args.out.endswith(".png"):
-        raise UsageError(f"--out {args.out!r} must end in .png")
+    output_file(args.out, suffix=".png")
     if args.model not in models.names():
         raise UsageError(f"--model: unknown bundled model {args.model!r}; valid: {', '.join(models.names())}")
-    result = run(args.out, seed=args.seed, model_name=args.model)
+    result = run(args.out, seed=args.seed, model_name=args.model,
+                 progress=step(f"explaining two objects with the bundled {args.model}"))
     print(result.text())
     return 0

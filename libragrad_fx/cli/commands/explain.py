@@ -7,6 +7,8 @@ import json
 import torch
 
 from ..common import METHOD_ALIASES, emit, load, method_names, needs_original, same_preset
+from ..progress import step
+from ..validate import nonnegative_int, output_file
 
 TAKES_MODEL = True
 
@@ -17,9 +19,10 @@ def register(commands, parents) -> None:
     source.add_argument("--image", metavar="PATH", help="an image file (resized and normalised for the model)")
     source.add_argument("--random", action="store_true", help="a random input (seeded by --seed)")
     sub.add_argument("--method", default="ixg", choices=method_names(), help="attribution method (default ixg)")
-    sub.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
+    sub.add_argument("--target", type=nonnegative_int, metavar="N",
+                     help="class index to explain (default: the predicted class)")
     sub.add_argument("--compare", action="store_true", help="the vanilla map beside the LibraGrad one")
-    sub.add_argument("--out", required=True, metavar="FILE.png")
+    sub.add_argument("--out", required=True, metavar="FILE.png", help="where to write the picture (PNG)")
     sub.add_argument("--json", action="store_true", help="print the numbers as JSON")
     sub.set_defaults(run=run)
 
@@ -27,10 +30,7 @@ def register(commands, parents) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..images import load_image
 
-    if not args.out.endswith(".png"):
-        from ...core.errors import UsageError
-
-        raise UsageError(f"--out {args.out!r} must end in .png")
+    output_file(args.out, suffix=".png")
     loaded, x = load(args)
     picture = None
     if args.image:
@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
         panels.append(_explain_one(loaded.model, x, args, args.preset, transformed=True))
     else:
         panels.append(_explain_one(loaded.model, x, args, args.preset))
+    for p in panels:
+        if loaded.classes is not None and p["numbers"]["target"] < len(loaded.classes):
+            p["numbers"]["target_name"] = loaded.classes[p["numbers"]["target"]]
+    step("drawing")
     _save_panels(panels, x, picture, loaded, args)
     result = {"model": loaded.label, "method": args.method, "input": args.image or "random",
               "out": args.out, "explanations": [p["numbers"] for p in panels]}
@@ -52,11 +56,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         for p in panels:
             n = p["numbers"]
-            line = f"{n['preset']:>10}  {args.method}: target {n['target']}, f_t(x) {n['logit']:.5g}"
+            line = f"{n['preset']:>10}  {args.method}: target {loaded.class_name(n['target'])}, f_t(x) {n['logit']:.5g}"
             if "attributed" in n:
                 line += (f", attribution sum {n['attributed']:.5g} (complete: {n['expected']:.5g}), "
                          f"error {n['abs_error']:.2e} (relative {n['rel_error']:.2e})")
             print(line)
+        if _incomplete_ixg(args.method, panels):
+            print(IXG_NOTE)
         print(f"wrote {args.out}")
     return 0
 
@@ -67,6 +73,7 @@ def _explain_one(model, x: torch.Tensor, args: argparse.Namespace, preset: str, 
     from ...attr.completeness import completeness
 
     method = METHOD_ALIASES.get(args.method, args.method)
+    step(f"explaining with {method} ({'vanilla' if preset == 'vanilla' else 'LibraGrad'} backward)")
     method_cls = attr.METHODS[method]
     explainer = method_cls(model) if transformed else method_cls(model, preset=preset, capture=args.capture)
     with torch.no_grad():
@@ -90,26 +97,41 @@ def _explain_one(model, x: torch.Tensor, args: argparse.Namespace, preset: str, 
     return {"numbers": numbers, "map": heat[0].detach(), "signed": heat.dim() == x.dim()}
 
 
+IXG_NOTE = ("note: Input x Gradient leaves the biases' share of the score out (biases, position embeddings, "
+            "class tokens), so it adds up only on a bias-free model; FullGrad adds that share back "
+            "(--method fullgrad) and is complete under LibraGrad")
+
+
+def _incomplete_ixg(method: str, panels: list[dict], limit: float = 1e-3) -> bool:
+    """Whether to explain an Input x Gradient error: large enough to be the biases, not rounding."""
+    return METHOD_ALIASES.get(method, method) == "input_x_gradient" and any(
+        p["numbers"].get("rel_error", 0.0) > limit for p in panels)
+
+
 def _save_panels(panels: list[dict], x: torch.Tensor, picture, loaded, args: argparse.Namespace) -> None:
+    """The input beside each map (drawn over the input in grey), a colour bar under each map saying what
+    its colours mean, and one title naming the method, the model and the target."""
     from matplotlib.figure import Figure
 
-    from ...viz import to_heatmap, to_image
+    from ...viz import colour_bar, draw_map, to_heatmap, to_image
 
     image = to_image(picture) if picture is not None else to_image(x[0])
     size = image.shape[:2]
-    figure = Figure(figsize=(4 * len(panels), 4.4), dpi=100, layout="constrained")
-    for i, panel in enumerate(panels):
-        heat = to_heatmap(panel["map"], size)
-        signed = panel["signed"]
-        bound = float(abs(heat).max()) or 1.0
-        low, high = (-bound, bound) if signed else (float(heat.min()), float(heat.max()) or 1.0)
-        axes = figure.add_subplot(1, len(panels), i + 1)
-        axes.imshow(image, interpolation="nearest")
-        axes.imshow(heat, cmap="bwr" if signed else "jet", alpha=0.55, vmin=low, vmax=high, interpolation="bilinear")
-        axes.set_axis_off()
+    columns = len(panels) + 1
+    figure = Figure(figsize=(3.2 * columns, 4.6), dpi=100, layout="constrained")
+    axes = figure.subplots(1, columns, squeeze=False)[0]
+    axes[0].imshow(image, interpolation="nearest")
+    axes[0].set_title("input" if args.image else "input (random)", fontsize=9)
+    axes[0].set_axis_off()
+    for ax, panel in zip(axes[1:], panels):
         n = panel["numbers"]
-        title = f"{n['preset']} {args.method}, target {n['target']}"
-        if "rel_error" in n:
-            title += f"\ncompleteness error {n['rel_error']:.1e}"
-        axes.set_title(title, fontsize=9)
+        mappable = draw_map(ax, to_heatmap(panel["map"], size), signed=panel["signed"], image=image)
+        colour_bar(figure, mappable, ax, signed=panel["signed"])
+        backward = {"vanilla": "vanilla backward", "libragrad": "LibraGrad backward"}.get(
+            n["preset"], f"LibraGrad backward, preset {n['preset']}")
+        title = backward + (f"\ncompleteness error {n['rel_error']:.1e}" if "rel_error" in n else "")
+        ax.set_title(title, fontsize=9)
+    n = panels[-1]["numbers"]
+    figure.suptitle(f"{args.method} on {loaded.label}: target {loaded.class_name(n['target'])}, "
+                    f"score f_t(x) = {n['logit']:.4g}", fontsize=10)
     figure.savefig(args.out, format="png")

@@ -7,28 +7,31 @@ from typing import Callable
 
 import torch
 
-from ..common import load, needs_original, transform
+from ..common import load, needs_original, node_counts, transform
+from ..progress import step
+from ..validate import output_file
 
 TAKES_MODEL = True
 
 
 def register(commands, parents) -> None:
     sub = commands.add_parser("export", parents=parents, help="torch.export the transformed model (.pt2)")
-    sub.add_argument("--out", required=True, metavar="FILE.pt2")
+    sub.add_argument("--out", required=True, metavar="FILE.pt2",
+                     help="where to write the program (a .pt2 file; MODEL specs recognise it by that suffix)")
     sub.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...core.errors import UsageError
     from ...core.export import load as load_program
     from ...core.export import reference_mismatch, save
 
-    if not args.out.endswith(".pt2"):
-        raise UsageError(f"--out {args.out!r} must end in .pt2 (that is how MODEL specs recognise the file)")
+    output_file(args.out, suffix=".pt2")
     loaded, x = load(args)
     needs_original(loaded, "export")
     gm = transform(loaded.model, x, args)
+    step("exporting (torch.export, dynamic batch)")
     exported = save(gm, x, args.out, label=loaded.label, mean=loaded.mean, std=loaded.std)
+    step("reloading and checking the program")
     back = load_program(args.out)
     mismatch = reference_mismatch(back)
     if mismatch is not None:
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     rel = gradient_gap(gm, back.module, x)
     report = gm.libragrad_report
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB): {loaded.label}, preset {report.preset}, "
-          f"{sum(report.rewrites.values())} nodes rewritten")
+          f"{node_counts(report)}")
     for note in exported.meta.get("notes", []):
         print(f"note: {note}")
     print(f"reloaded: forward bit-identical on a batch of 2; input gradient rel. difference {rel:.1e} "

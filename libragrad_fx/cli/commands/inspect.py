@@ -6,21 +6,25 @@ import json
 
 import torch
 
-from ..common import emit, load, same_preset, transform
+from ..common import emit, load, node_counts, same_preset, transform
 
 TAKES_MODEL = True
 
 
 def register(commands, parents) -> None:
     sub = commands.add_parser("inspect", parents=parents, help="how the graph was captured and rewritten")
-    sub.add_argument("--format", choices=("text", "json", "dot"), default="text")
+    sub.add_argument("--format", choices=("text", "json", "dot"), default="text",
+                     help="text (default), json (the same as data) or dot (Graphviz, rewritten nodes coloured)")
     sub.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
     sub.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..dot import to_dot
+    from ..validate import output_file
 
+    if args.out:
+        output_file(args.out)
     loaded, x = load(args)
     report, data, gm = _inspect_report(loaded, x, args)
     data = {"model": loaded.label, "input_shape": list(x.shape), **data}
@@ -49,14 +53,14 @@ def _inspect_report(loaded, x: torch.Tensor, args: argparse.Namespace):
 
 
 def _render_inspect(label: str, shape: tuple[int, ...], report, data: dict) -> str:
-    nodes = sum(report.rewrites.values())
     lines = [f"{label}: {report.model}, preset {report.preset}, input {'x'.join(map(str, shape))}",
-             f"capture: {report.capture}, {report.nodes} nodes"]
+             f"capture: {report.capture}, {report.nodes} nodes in the graph"]
     if report.forward_check:
         lines.append(f"forward: {report.forward_check}")
     lines += [f"note: {n}" for n in report.notes]
     counts = ", ".join(f"{family} {n}" for family, n in sorted(report.rewrites.items())) or "none"
-    lines.append(f"rewrites: {counts} ({nodes} nodes)")
+    lines.append(f"rewrites: {counts}")
+    lines.append(f"in all: {node_counts(report)}")
     lines.append("already complete: " + (", ".join(f"{k} {v}" for k, v in sorted(report.complete.items())) or "none")
                  + f"; no gradient after the rules: {report.pruned} nodes")
     if "file" in data:
