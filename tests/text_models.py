@@ -86,3 +86,34 @@ def save(kind: str, path: str, pooling: str = "mean", normalize: bool = True) ->
         with open(os.path.join(path, "modules.json"), "w") as f:
             json.dump(modules, f)
     return path
+
+
+# Decoder-only language models at length: tiny random configurations of five families (KV cache off).
+LM_VOCAB = 128
+
+
+def language_model(family: str, positions: int = 1024):
+    """A tiny random causal LM of ``family``: llama, qwen2, mistral, gemma, gpt2."""
+    import transformers
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=LM_VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=128, max_position_embeddings=positions, use_cache=False)
+    if family == "llama":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common))
+    elif family == "qwen2":  # q/k/v biases
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common))
+    elif family == "mistral":
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(**common, sliding_window=None))
+    elif family == "gemma":  # GeGLU (tanh GELU), RMSNorm with (1 + w), embeddings scaled by sqrt(hidden)
+        model = transformers.GemmaForCausalLM(transformers.GemmaConfig(**common, head_dim=16))
+    elif family == "gpt2":  # Conv1D (addmm), learned positions, hand-written tanh GELU, post-attention LayerNorm
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=LM_VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=positions, use_cache=False,
+            bos_token_id=0, eos_token_id=0))
+    else:
+        raise ValueError(family)
+    return _nonzero_biases(model).eval()
+
+
+LM_FAMILIES = ("llama", "qwen2", "mistral", "gemma", "gpt2")

@@ -53,7 +53,7 @@ def _sentence(rng: random.Random) -> tuple[list[str], int, list[int], bool]:
     words = [rng.choice(FILLER) for _ in range(rng.randint(7, 15))]
     polarity = rng.randrange(2)
     keyword = rng.choice(POSITIVE if polarity else NEGATIVE)
-    negated = rng.random() < 0.5
+    negated = rng.random() < 0.35
     phrase: list[str] = []
     if negated:
         phrase.append(rng.choice(NEGATORS))

@@ -10,13 +10,15 @@ TAKES_MODEL = False
 
 def register(commands, parents) -> None:
     sub = commands.add_parser("bench", help="the faithfulness comparison on the bundled models (CSV, table, plots)")
+    sub.add_argument("--text", action="store_true", help="the text benchmark instead: token attributions of the "
+                     "bundled text classifier against known evidence tokens (libragrad_fx.text.bench)")
     sub.add_argument("--n", type=int, default=500, help="images per model (default 500)")
     sub.add_argument("--models", type=comma_list, help="bundled models, comma-separated (default: all)")
     sub.add_argument("--methods", type=comma_list, help="methods, comma-separated (default: all; a gradient method "
                      "runs vanilla and libragrad)")
     sub.add_argument("--seed", type=int, default=None, help="image seed (default: the held-out seed)")
-    sub.add_argument("--out", default="docs/bench/faithfulness", metavar="DIR",
-                     help="output directory (default docs/bench/faithfulness)")
+    sub.add_argument("--out", default=None, metavar="DIR",
+                     help="output directory (default docs/bench/faithfulness; --text: docs/bench/text)")
     sub.add_argument("--batch", type=int, default=32, help="targets per attribution call (default 32)")
     sub.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
     sub.add_argument("--sg-samples", type=int, default=16, help="SmoothGrad samples (default 16)")
@@ -39,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from ...bench.faithfulness import Config, resolve_methods
     from ...core.errors import UsageError
 
+    if args.text:
+        from ...text.bench_cli import run as run_text
+
+        return run_text(args)
+    args.out = args.out or "docs/bench/faithfulness"
     valid = models.names()
     chosen = args.models or valid
     unknown = [m for m in chosen if m not in valid]
