@@ -60,6 +60,13 @@ def test_classifier_rest_names_the_biases_after_pooling(saved):
     assert abs(total - a.value) <= 1e-4 * abs(a.value)
 
 
+def test_a_plain_hf_model_and_tokenizer_explain_like_a_loaded_directory(saved):
+    tm = lt.load(saved["classifier"])
+    a = lt.explain(tm.model, tm.tokenizer, "the movie was good", target="positive", method="ixg")
+    b = lt.explain(tm, None, "the movie was good", target="positive", method="ixg")
+    assert a.scores == b.scores and a.value == b.value and a.task == "classifier"
+
+
 def test_continuation_log_probability_and_its_entropy_term(saved):
     tm = lt.load(saved["causal-lm"])
     a = lt.explain(tm, None, "the movie was", target="not good")

@@ -42,12 +42,13 @@ def tokenizer():
                                                 cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
-def build(hidden: int, layers: int, heads: int):
+def build(hidden: int, layers: int, heads: int, dropout: float):
     import transformers
 
     config = transformers.BertConfig(
         vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         intermediate_size=2 * hidden, max_position_embeddings=32, type_vocab_size=1, pad_token_id=0,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
         num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id={v: k for k, v in enumerate(LABELS)})
     return transformers.BertForSequenceClassification(config)
 
@@ -55,20 +56,22 @@ def build(hidden: int, layers: int, heads: int):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="libragrad_fx/text/weights")
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--mask-rate", type=float, default=0.15)
+    parser.add_argument("--dropout", type=float, default=0.0, help="hidden and attention dropout (default 0: "
+                        "every step sees new sentences)")
     parser.add_argument("--eval-n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
     tok = tokenizer()
-    model = build(args.hidden, args.layers, args.heads).train()
+    model = build(args.hidden, args.layers, args.heads, args.dropout).train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     mask_id, special = tok.mask_token_id, [tok.convert_tokens_to_ids(t) for t in SPECIAL]
     start = time.perf_counter()

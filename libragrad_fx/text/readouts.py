@@ -36,9 +36,19 @@ class _Readout(nn.Module):
         kwargs = {"inputs_embeds": inputs_embeds}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
-        if getattr(self.model.config, "use_cache", None) is not None:
-            kwargs["use_cache"] = False
+        if _takes(self.model, "use_cache"):
+            kwargs["use_cache"] = False  # one full forward: no KV cache in the graph
         return self.model(**kwargs)
+
+
+def _takes(model: nn.Module, name: str) -> bool:
+    """Whether ``model.forward`` names the argument (transformers 4.x models reject unknown keywords)."""
+    import inspect
+
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class ClassLogits(_Readout):
