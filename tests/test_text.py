@@ -28,6 +28,12 @@ CASES = {  # kind -> (text, explain kwargs)
 }
 
 
+@pytest.fixture(autouse=True)
+def grad_mode_is_left_as_it_was():
+    yield
+    assert torch.is_grad_enabled(), "a text call left autograd disabled"
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")

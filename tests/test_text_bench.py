@@ -91,3 +91,37 @@ def test_text_demo_prints_one_sentence_both_backwards():
     assert out.startswith("sentence: ") and "evidence: " in out
     assert out.count("vanilla  fullgrad") == 1 and out.count("libragrad  fullgrad") == 1
     assert out.count("evidence AP") == 4
+
+
+def test_attnlrp_without_lxt_is_one_clear_error(tmp_path):
+    from libragrad_fx.text.attnlrp import LXTUnavailable, relevance
+
+    bare = tmp_path / "python"
+    bare.write_text("#!/bin/sh\nexit 1\n")
+    bare.chmod(0o755)
+    with pytest.raises(LXTUnavailable, match="lxt is not installed"):
+        relevance(str(bundled.path()), torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long),
+                  torch.zeros(1, dtype=torch.long), python=str(bare))
+
+
+def test_attnlrp_uses_lxts_bert_rules_where_lxt_is_present():
+    """lxt's monkey-patched BERT keeps the forward; its attention rule (uniform, q/k gradients /4) is not
+    LibraGrad's (q, k detached), so its IxG differs from LibraGrad's."""
+    from libragrad_fx.bench.attnlrp import LXTUnavailable, find_python
+    from libragrad_fx.text.attnlrp import relevance
+    from libragrad_fx.text.attribution import TokenScorer
+    from libragrad_fx.text.readouts import ClassLogits
+
+    try:
+        python = find_python()
+    except LXTUnavailable as error:
+        pytest.skip(str(error))
+    tm = bundled.load()
+    enc = bench.encode(tm.tokenizer, data.generate(4, seed=3))
+    rel, total, logit, _ = relevance(str(tm.path), enc.ids, enc.mask, enc.labels, python=python)
+    embeds = tm.embed(enc.ids)
+    ours = TokenScorer(ClassLogits(tm.model), embeds, enc.mask).scores("input_x_gradient", embeds, enc.mask,
+                                                                        enc.labels)
+    assert torch.allclose(logit.double(), ours.value, atol=1e-5)
+    assert rel.shape == ours.scores.shape and torch.equal(total, rel.sum(1))
+    assert not torch.allclose(rel, ours.scores, atol=1e-3)

@@ -103,8 +103,8 @@ def language_model(family: str, positions: int = 1024):
         model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common))
     elif family == "qwen2":  # q/k/v biases
         model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common))
-    elif family == "mistral":
-        model = transformers.MistralForCausalLM(transformers.MistralConfig(**common, sliding_window=None))
+    elif family == "mistral":  # sliding-window attention (16 tokens): the mask differs from causal at any length
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(**common, sliding_window=16))
     elif family == "gemma":  # GeGLU (tanh GELU), RMSNorm with (1 + w), embeddings scaled by sqrt(hidden)
         model = transformers.GemmaForCausalLM(transformers.GemmaConfig(**common, head_dim=16))
     elif family == "gpt2":  # Conv1D (addmm), learned positions, hand-written tanh GELU, post-attention LayerNorm

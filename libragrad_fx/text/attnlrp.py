@@ -27,8 +27,9 @@ class LXTUnavailable(RuntimeError):
 
 
 def relevance(model_dir: str, ids: Tensor, mask: Tensor, target: Tensor, python: str | None = None,
-              batch: int = 64) -> tuple[Tensor, Tensor, str]:
-    """(token relevance [N, T], its sum per sentence [N] (float64), the Python used) for ``target`` [N]."""
+              batch: int = 64) -> tuple[Tensor, Tensor, Tensor, str]:
+    """(token relevance [N, T], its sum per sentence [N] (float64), the target logit lxt's forward computed [N],
+    the Python used) for ``target`` [N]."""
     from ..bench.attnlrp import LXTUnavailable as Missing
     from ..bench.attnlrp import find_python
 
@@ -45,22 +46,21 @@ def relevance(model_dir: str, ids: Tensor, mask: Tensor, target: Tensor, python:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise RuntimeError(f"the lxt worker ({chosen}) failed: {last}")
         result = torch.load(out, weights_only=True)
-    return result["relevance"].double(), result["relevance"].double().sum(1), chosen
+    return result["relevance"].double(), result["relevance"].double().sum(1), result["logit"], chosen
 
 
 def _worker(inp: str, out: str) -> None:
-    import transformers
     from lxt.efficient import monkey_patch
     from transformers.models.bert import modeling_bert
 
     torch.set_num_threads(1)
     job = torch.load(inp, weights_only=True)
     monkey_patch(modeling_bert, verbose=False)
-    model = transformers.BertForSequenceClassification.from_pretrained(
+    model = modeling_bert.BertForSequenceClassification.from_pretrained(
         job["dir"], local_files_only=True, attn_implementation="eager").eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    parts = []
+    parts, values = [], []
     for i in range(0, job["ids"].shape[0], job["batch"]):
         ids, mask = job["ids"][i:i + job["batch"]], job["mask"][i:i + job["batch"]]
         embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
@@ -68,7 +68,8 @@ def _worker(inp: str, out: str) -> None:
         value = logits.gather(1, job["target"][i:i + job["batch"], None])[:, 0]
         (grad,) = torch.autograd.grad(value.sum(), embeds)
         parts.append((embeds * grad).sum(-1).detach())
-    torch.save({"relevance": torch.cat(parts)}, out)
+        values.append(value.detach())
+    torch.save({"relevance": torch.cat(parts), "logit": torch.cat(values)}, out)
 
 
 if __name__ == "__main__":

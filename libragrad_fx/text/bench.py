@@ -262,11 +262,15 @@ def _attnlrp(tm: Any, enc: Encoded, config: Config) -> tuple[tuple[Tensor, Tenso
     from .attnlrp import LXTUnavailable, relevance
 
     try:
-        rel, total, python = relevance(tm.path, enc.ids, enc.mask, enc.labels, python=config.lxt_python)
+        rel, total, logit, python = relevance(tm.path, enc.ids, enc.mask, enc.labels, python=config.lxt_python)
     except (LXTUnavailable, RuntimeError) as error:
         return None, f"AttnLRP skipped: {error}"
+    with torch.no_grad():
+        ours = tm.model(input_ids=enc.ids, attention_mask=enc.mask).logits.gather(1, enc.labels[:, None])[:, 0]
+    gap = float((logit - ours).abs().max())
     return (rel, total), (f"AttnLRP: lxt's own rules for HF BERT (lxt.efficient.monkey_patch on transformers' "
-                          f"modeling_bert), input x gradient at the embeddings, computed with {python}")
+                          f"modeling_bert), input x gradient at the embeddings, computed with {python}; its forward "
+                          f"differs from the model's by {gap:.1e} at most")
 
 
 def config_dict(config: Config) -> dict[str, Any]:

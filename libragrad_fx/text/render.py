@@ -37,7 +37,7 @@ def summary(a: TokenAttribution, top: int = 3) -> list[str]:
     if a.completeness is not None:
         head += f", completeness error {a.completeness:.1e}"
     order = sorted(range(len(a.scores)), key=lambda i: -abs(a.scores[i]))[:top]
-    lines = [head, "           top: " + ", ".join(f"{display_token(a.tokens[i]).strip()} {a.scores[i]:+.3g}"
+    lines = [head, "           top: " + ", ".join(f"{display_token(a.tokens[i]).strip()} [{i}] {a.scores[i]:+.3g}"
                                                   for i in order)]
     if a.rest:
         lines.append("           not on a token: " + ", ".join(f"{k} {v:+.3g}" for k, v in a.rest.items()))
