@@ -235,7 +235,7 @@ def run(config: Config, methods: list[Method] | None = None,
     example_rows = [{"tokens": tm.tokenizer.convert_ids_to_tokens(enc.ids[i][enc.mask[i] == 1]),
                      "label": data.LABELS[int(enc.labels[i])], "evidence": enc.evidence[i][enc.mask[i] == 1].tolist(),
                      "scores": {name: v[i][enc.mask[i] == 1].tolist() for name, v in examples.items()}}
-                    for i in range(min(8, config.n))]
+                    for i in range(min((len(v) for v in examples.values()), default=0))]
     return TextResult(rows, curve_out, example_rows, notes, time.perf_counter() - start)
 
 
