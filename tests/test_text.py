@@ -75,7 +75,9 @@ def test_a_plain_hf_model_and_tokenizer_explain_like_a_loaded_directory(saved):
 
 def test_continuation_log_probability_and_its_entropy_term(saved):
     tm = lt.load(saved["causal-lm"])
-    a = lt.explain(tm, None, "the movie was", target="not good")
+    prepared = lt.prepare(tm, None, "the movie was", target="not good")
+    scorer = lt.TokenScorer(prepared.readout, prepared.embeds)
+    a = lt.attribute(prepared, scorer=scorer)
     ids = tm.tokenizer("the movie was")["input_ids"] + tm.tokenizer("not good", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         logp = tm.model(input_ids=torch.tensor([ids]), use_cache=False).logits.double().log_softmax(-1)[0]
@@ -83,36 +85,36 @@ def test_continuation_log_probability_and_its_entropy_term(saved):
     assert math.isclose(a.value, expected, rel_tol=1e-5)
     assert a.tokens[-2:] == ["not", "good"] and a.completeness <= 1e-4
     assert a.rest["-entropy (log-softmax)"] < 0
-    prepared = lt.prepare(tm, None, "the movie was", target="not good")
-    report = lt.TokenScorer(prepared.readout, prepared.embeds).report
-    assert not report.unclassified and [h.op for h in report.head] == ["aten.log_softmax.int"]
+    assert not scorer.report.unclassified and [h.op for h in scorer.report.head] == ["aten.log_softmax.int"]
 
 
 @pytest.mark.parametrize("pooling,normalize", [("mean", True), ("cls", False)])
 def test_sentence_encoder_honours_its_pooling_and_normalisation(tmp_path, pooling, normalize):
     tm = lt.load(save("sentence-encoder", str(tmp_path / "st"), pooling=pooling, normalize=normalize))
     assert (tm.pooling, tm.normalize) == (pooling, normalize)
-    a = lt.explain(tm, None, "the movie was good", pair="a great plot")
+    prepared = lt.prepare(tm, None, "the movie was good", pair="a great plot")
+    scorer = lt.TokenScorer(prepared.readout, prepared.embeds)
+    a = lt.attribute(prepared, scorer=scorer)
     with torch.no_grad():
         def embed(text):
             out = tm.model(**tm.tokenizer(text, return_tensors="pt")).last_hidden_state[0]
             return out[0] if pooling == "cls" else out.mean(0)
         expected = float(F.cosine_similarity(embed("the movie was good"), embed("a great plot"), dim=0))
     assert math.isclose(a.value, expected, rel_tol=1e-5) and a.completeness <= 1e-4
-    prepared = lt.prepare(tm, None, "the movie was good", pair="a great plot")
-    rules = {r.rule for r in lt.TokenScorer(prepared.readout, prepared.embeds).report.rewritten
-             if r.family == "normalization"}
+    rules = {r.rule for r in scorer.report.rewritten if r.family == "normalization"}
     assert any("detached" in r for r in rules)  # the unit normalisation's norm is a statistic
 
 
 def test_every_method_gives_one_score_per_token(saved):
     tm = lt.load(saved["classifier"])
+    prepared = lt.prepare(tm, None, "the movie was not good", target="positive")
+    scorer = lt.TokenScorer(prepared.readout, prepared.embeds)  # one transform serves every method
     for method in ("gradient", "ixg", "ig", "smoothgrad", "fullgrad", "rollout", "gae"):
-        a = lt.explain(tm, None, "the movie was not good", method=method, ig_steps=4, sg_samples=2)
+        a = lt.attribute(prepared, method=method, scorer=scorer, ig_steps=4, sg_samples=2)
         assert len(a.scores) == 7 and all(math.isfinite(s) for s in a.scores), method
         assert (a.completeness is None) == (method in ("gradient", "smoothgrad", "rollout", "gae"))
-    ig = lt.explain(tm, None, "the movie was not good", method="ig", ig_steps=4)
-    assert "f(zero embeddings)" in ig.rest
+        if method == "ig":
+            assert "f(zero embeddings)" in a.rest
 
 
 def test_padded_batch_is_complete_and_masks_are_constants(saved):

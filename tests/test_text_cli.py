@@ -62,14 +62,18 @@ def test_text_errors_are_one_line_with_exit_2(capsys, dirs, tmp_path):
     assert code == 2 and "--text" in err
 
 
-def test_inspect_diff_check_export_accept_hf_models(capsys, dirs, tmp_path):
-    model = f"hf:{dirs['classifier']}"
-    code, out, err = cli(capsys, "inspect", model, "--format", "json")
+def test_inspect_accepts_hf_models(capsys, dirs):
+    code, out, err = cli(capsys, "inspect", f"hf:{dirs['classifier']}", "--format", "json")
     assert code == 0, err
     data = json.loads(out)
     assert data["capture"] == "export" and data["unclassified"] == []
     assert set(data["rewrites"]) == {"attention", "nonlinearity", "normalization"}
     assert data["input_shape"][:2] == [1, 11]  # [CLS] + the nine words of the sample + [SEP]
+
+
+@pytest.mark.slow
+def test_diff_check_export_accept_hf_models(capsys, dirs, tmp_path):
+    model = f"hf:{dirs['classifier']}"
     code, out, err = cli(capsys, "diff", model)
     assert code == 0 and "layer_norm" in out, err
     code, out, err = cli(capsys, "check", model, "--json")
