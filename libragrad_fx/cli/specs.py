@@ -6,6 +6,10 @@
   called with ``model_kwargs``.
 * a bundled model name (``libragrad_fx.bench.models.names()``), when that module is installed.
 * ``FILE.pt2``: a program written by ``libragrad-fx export`` (already transformed).
+* ``hf:PATH``: a saved Hugging Face model directory or sentence-transformers folder
+  (:func:`libragrad_fx.text.load`; nothing is downloaded). The model is its task's readout over
+  ``inputs_embeds`` (:func:`libragrad_fx.text.explain.inspection`) and its example input the embeddings
+  of a short sample text.
 
 Models are put in eval mode: the transform bakes the mode into the graph, and explanations are of
 the deployed model. The input shape comes from timm's ``pretrained_cfg`` (with ``img_size`` /
@@ -39,7 +43,7 @@ class LoadedModel:
     label: str
     """The spec as given, for reports."""
     kind: str
-    """``timm``, ``factory``, ``bundled`` or ``pt2``."""
+    """``timm``, ``factory``, ``bundled``, ``pt2`` or ``hf``."""
     input_shape: tuple[int, ...] | None
     """Full input shape, batch first, or None when it cannot be known."""
     mean: tuple[float, ...] = IMAGENET_MEAN
@@ -47,6 +51,10 @@ class LoadedModel:
     """Image normalisation the model expects (``explain --image``)."""
     exported: Any = None
     """For a ``.pt2`` file: its :class:`libragrad_fx.core.export.Exported` (program, recorded metadata)."""
+    example: torch.Tensor | None = None
+    """An example input to use instead of a random one (``hf:``: a sample text's embeddings)."""
+    text_model: Any = None
+    """For ``hf:PATH``: the loaded :class:`libragrad_fx.text.TextModel`."""
     notes: list[str] = field(default_factory=list)
     classes: list[str] | None = None
     """Class names by output index, where known without a download (bundled models, ImageNet heads)."""
@@ -83,6 +91,10 @@ def load_model(spec: str, *, checkpoint: str | None = None, model_kwargs: dict |
         if checkpoint or kwargs:
             raise UsageError(f"{spec} is an exported program: --checkpoint and --model-kwargs do not apply to it")
         loaded = _load_pt2(spec)
+    elif spec.startswith("hf:"):
+        if checkpoint or kwargs:
+            raise UsageError(f"{spec} is a saved directory: --checkpoint and --model-kwargs do not apply to it")
+        loaded = _load_hf(spec, spec[len("hf:"):])
     elif spec.startswith("timm:"):
         loaded = _load_timm(spec, spec[len("timm:"):], kwargs)
     elif ":" in spec:
@@ -101,7 +113,10 @@ def load_model(spec: str, *, checkpoint: str | None = None, model_kwargs: dict |
 
 
 def example_input(loaded: LoadedModel, batch: int | None = None, seed: int = 0) -> torch.Tensor:
-    """A reproducible random input of the model's shape (``batch`` overrides its first dimension)."""
+    """A reproducible random input of the model's shape (``batch`` overrides its first dimension); the
+    model's own example where it has one."""
+    if loaded.example is not None:
+        return loaded.example if batch is None else loaded.example[:1].expand(batch, *loaded.example.shape[1:])
     if loaded.input_shape is None:
         raise UsageError(f"cannot tell the input shape of {loaded.label}: pass --input-shape, e.g. 1,3,224,224")
     shape = loaded.input_shape if batch is None else (batch, *loaded.input_shape[1:])
@@ -233,6 +248,17 @@ def _load_bundled(spec: str, kwargs: dict) -> LoadedModel:
 
     return LoadedModel(model, spec, "bundled", shape, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                        classes=list(CLASSES))
+
+
+def _load_hf(spec: str, path: str) -> LoadedModel:
+    try:
+        from ..text.explain import inspection
+        from ..text.loading import load
+    except ImportError as error:
+        raise UsageError(f"{spec} needs transformers ({error}): pip install 'libragrad-fx[hf]'") from error
+    text_model = load(path)
+    readout, example = inspection(text_model)
+    return LoadedModel(readout, spec, "hf", tuple(example.shape), example=example, text_model=text_model)
 
 
 def _load_pt2(path: str) -> LoadedModel:

@@ -67,6 +67,8 @@ class Cut:
 
 # Ops that bound their output: gates where they multiply a stream, activations where they feed one.
 _BOUNDED = frozenset({"relu6", "hardtanh"})
+# Output nonlinearities that stay the head when the readout reduces them (a sum of log-probabilities)
+_HEADS = frozenset({"softmax", "log_softmax"})
 # Tuple-producing ops: which outputs are piecewise-constant indices or statistics.
 _SIDE_OUTPUTS = {
     "max": Kind.GATE, "min": Kind.GATE, "sort": Kind.GATE, "topk": Kind.GATE, "kthvalue": Kind.GATE,
@@ -108,6 +110,7 @@ class Analysis:
         self.inputs = [
             n for n in self.graph.nodes
             if n.op == "placeholder" and (n.name in wanted if wanted is not None else _placeholder_is_tensor(n))
+            and not _discrete_placeholder(n)
         ]
         self.output = next(n for n in reversed(self.graph.nodes) if n.op == "output")
         self.facts: dict[fx.Node, Facts] = {}
@@ -169,6 +172,8 @@ class Analysis:
             if user.op == "output":
                 yield user, "output"
                 continue
+            if self.facts[user].category is Category.SHAPE:
+                continue  # reads metadata only (torch.export's _assert_tensor_metadata after a .to(dtype))
             for name, value in self.dep_args(user):
                 if value is node:
                     yield user, name
@@ -339,6 +344,8 @@ class Analysis:
                 resolved[origin] = "head"
             elif name in ZERO_PRESERVING_GATES or name in OFFSET_GATES or name in _BOUNDED or name == "clamp":
                 resolved[origin] = "activation"
+            elif name in _HEADS and self._reaches_output_as_gate(origin):
+                resolved[origin] = "head"  # a readout of the output distribution: sum_i log p(c_i)
             else:
                 resolved[origin] = "stranded"
         return resolved
@@ -359,6 +366,14 @@ class Analysis:
                 continue
             stack.extend(a for a in dep if self.facts[a].kind is Kind.GATE and not self.facts[a].nondiff)
         return out
+
+    def _reaches_output_as_gate(self, node: fx.Node) -> bool:
+        """Every use leads to the output through values computed from ``node`` alone (gates: no stream
+        is mixed in), e.g. log-probabilities gathered and summed."""
+        for user, _ in self.uses(node):
+            if user.op != "output" and (self.facts[user].kind is not Kind.GATE or not self._reaches_output_as_gate(user)):
+                return False
+        return any(True for _ in self.uses(node))
 
     def _reaches_output_structurally(self, node: fx.Node) -> bool:
         for user, _ in self.uses(node):
@@ -405,6 +420,13 @@ def _placeholder_is_tensor(node: fx.Node) -> bool:
     if node.args and _is_shape_value(node.args[0]):
         return False
     return True
+
+
+def _discrete_placeholder(node: fx.Node) -> bool:
+    """An integer or boolean tensor input (token ids, an attention mask) carries no gradient: a constant,
+    never an input stream (a mask multiplying a stream would otherwise read as a product of two streams)."""
+    meta = node.meta.get("val", node.meta.get("example_value"))
+    return isinstance(meta, torch.Tensor) and not (meta.is_floating_point() or meta.is_complex())
 
 
 def flatten_nodes(value: Any) -> list[fx.Node]:

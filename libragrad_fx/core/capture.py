@@ -146,6 +146,15 @@ def _trace_fx(model: nn.Module, concrete_args: dict[str, Any], leaves: bool) -> 
             delattr(model, added)
 
 
+def _record_input_types(gm: fx.GraphModule, inputs: tuple) -> None:
+    """Give traced placeholders the example inputs' dtypes and shapes (meta tensors), as torch.export's
+    carry theirs: the analysis reads an integer input (token ids, a mask) as a constant from them."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node, value in zip(placeholders, inputs):
+        if isinstance(value, torch.Tensor) and "val" not in node.meta and "example_value" not in node.meta:
+            node.meta["example_value"] = torch.empty_like(value, device="meta")
+
+
 def opaque_leaves(gm: fx.GraphModule) -> list[fx.Node]:
     """Leaf-module calls and autowrapped Python functions whose inside the passes cannot see."""
     out = []
@@ -262,6 +271,7 @@ def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dic
             if failures:
                 notes.append("; ".join(failures))
             names = [n.name for n in gm.graph.nodes if n.op == "placeholder" and n.target not in concrete]
+            _record_input_types(gm, inputs)
             return Capture(gm, label, names, notes)
         notes.append(f"{label} hides ops in {_hidden_names(gm, hidden)}: captured with torch.export instead")
     if method == "fx":

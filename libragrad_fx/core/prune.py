@@ -229,7 +229,10 @@ def meta_values(gm: fx.GraphModule, example_inputs: Any, example_kwargs: dict | 
                       else node.args[0] if node.args else None)
     runner = _MetaInterpreter(gm)
     try:
-        runner.run(*(_to_meta(a) for a in inputs))
+        # restores the grad mode even where a failing op left it changed (a set_grad_enabled region that
+        # raised on meta tensors: transformers 4.x's rotary embeddings run under no_grad)
+        with torch.set_grad_enabled(torch.is_grad_enabled()):
+            runner.run(*(_to_meta(a) for a in inputs))
     except Exception:
         return None  # a data-dependent op: no shapes, no pruning of projections
     return runner.env

@@ -14,7 +14,9 @@ DEFAULT_ROOT = "libragrad-bench"
 
 def register(commands, parents) -> None:
     sub = commands.add_parser("bench", help="the faithfulness comparison on the bundled models (CSV, table, plots)")
-    sub.add_argument("--n", type=positive_int, default=500, help="images per model (default 500)")
+    sub.add_argument("--text", action="store_true", help="the text benchmark instead: token attributions of the "
+                     "bundled text classifier against known evidence tokens (libragrad_fx.text.bench)")
+    sub.add_argument("--n", type=positive_int, default=500, help="images per model (--text: sentences; default 500)")
     sub.add_argument("--models", type=comma_list, metavar="M,..",
                      help="bundled models, comma-separated (default: all)")
     sub.add_argument("--methods", type=comma_list, metavar="M,..", help="methods, comma-separated (default: all; a "
@@ -48,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from ..outdir import prepare, remove_if_empty
     from ..progress import per_item, step
 
+    if args.text:
+        from ...text.bench_cli import run as run_text
+
+        return run_text(args, prepare(args.out, DEFAULT_ROOT, overwrite=args.overwrite))
     valid = models.names()
     chosen = args.models or valid
     unknown = [m for m in chosen if m not in valid]

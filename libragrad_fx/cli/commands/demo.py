@@ -15,6 +15,8 @@ def register(commands, parents) -> None:
                      help="where to write the grid (default libragrad_demo.png)")
     sub.add_argument("--seed", type=seed, default=None, help="image seed (default: the held-out seed)")
     sub.add_argument("--model", default="vit", help="bundled model (default vit)")
+    sub.add_argument("--text", action="store_true", help="the text demo instead: one sentence, its evidence, "
+                     "token scores vanilla beside LibraGrad, in the terminal")
     sub.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS,
                      help="no progress display on stderr (it is shown only on a terminal anyway)")
     sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
@@ -27,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from ...core.errors import UsageError
     from ..progress import step
 
+    if args.text:
+        from ...text.demo import run as run_text
+
+        run_text(seed=args.seed)
+        return 0
     output_file(args.out, suffix=".png")
     if args.model not in models.names():
         raise UsageError(f"--model: unknown bundled model {args.model!r}; valid: {', '.join(models.names())}")

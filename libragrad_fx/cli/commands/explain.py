@@ -1,4 +1,5 @@
-"""`libragrad-fx explain`: a heat map of one prediction and its numbers."""
+"""`libragrad-fx explain`: a heat map of one prediction and its numbers (``--text``: token scores of an
+``hf:`` model, :mod:`libragrad_fx.cli.text_explain`)."""
 from __future__ import annotations
 
 import argparse
@@ -14,23 +15,44 @@ TAKES_MODEL = True
 
 
 def register(commands, parents) -> None:
-    sub = commands.add_parser("explain", parents=parents, help="a heat map of one prediction (PNG)")
+    sub = commands.add_parser("explain", parents=parents, help="a heat map of one prediction (PNG), or token "
+                              "scores of a text (--text, hf: models)")
     source = sub.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", metavar="PATH", help="an image file (resized and normalised for the model)")
     source.add_argument("--random", action="store_true", help="a random input (seeded by --seed)")
-    sub.add_argument("--method", default="ixg", choices=method_names(), help="attribution method (default ixg)")
-    sub.add_argument("--target", type=nonnegative_int, metavar="N",
-                     help="class index to explain (default: the predicted class)")
+    source.add_argument("--text", metavar="TEXT", help="a text to explain (hf:DIR models): coloured tokens")
+    sub.add_argument("--pair", metavar="TEXT", help="--text: the text to compare with (sentence encoders), or a "
+                     "classifier's second segment")
+    sub.add_argument("--method", default=None, choices=method_names(),
+                     help="attribution method (default ixg for images, fullgrad for text)")
+    sub.add_argument("--target", metavar="T", help="class index to explain (default: the predicted class); --text: a label "
+                     "name or index, a token or token id, or a causal LM's continuation")
     sub.add_argument("--compare", action="store_true", help="the vanilla map beside the LibraGrad one")
-    sub.add_argument("--out", required=True, metavar="FILE.png", help="where to write the picture (PNG)")
+    sub.add_argument("--out", metavar="FILE.png", help="where to write the picture (required for images)")
+    sub.add_argument("--html", metavar="FILE.html", help="--text: also write a self-contained HTML page")
     sub.add_argument("--json", action="store_true", help="print the numbers as JSON")
     sub.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...core.errors import UsageError
     from ..images import load_image
 
+    if args.text is not None or args.model.startswith("hf:"):
+        from .. import text_explain
+
+        return text_explain.run(args)
+    if args.pair is not None or args.html is not None:
+        raise UsageError("--pair and --html go with --text (an hf: model)")
+    if args.out is None:
+        raise UsageError("--out FILE.png is required: where to write the picture")
     output_file(args.out, suffix=".png")
+    args.method = args.method or "ixg"
+    if args.target is not None:
+        try:
+            args.target = nonnegative_int(args.target)
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(f"--target: {error} (a class index for an image model)") from error
     loaded, x = load(args)
     picture = None
     if args.image:
