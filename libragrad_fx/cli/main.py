@@ -4,6 +4,7 @@
     libragrad-fx diff    MODEL [--preset P] [--format text|json]
     libragrad-fx check   MODEL [--preset P] [--tol T] [--json]
     libragrad-fx explain MODEL (--image PATH | --random) --out FILE.png [--method M] [--target N] [--compare] [--json]
+    libragrad-fx attribute MODEL --data SOURCE --out DIR [--method M] [--target T] [--batch-size B] [--workers W]
     libragrad-fx export  MODEL --out FILE.pt2 [--preset P]
     libragrad-fx demo    [--out FILE.png] [--seed N] [--model NAME]
     libragrad-fx bench   [--n N] [--models M,..] [--methods M,..] [--seed N] [--out DIR] [--jobs J]
@@ -103,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error already printed in one line
         return int(stop.code or 0)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded by commands that write a manifest
     try:
         with _quiet():
             return args.run(args)
