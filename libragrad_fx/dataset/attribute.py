@@ -149,7 +149,10 @@ class AttributeJob:
         return {"maps": maps, "sample": torch.tensor(batch.indices, dtype=torch.int64), "target": target,
                 "value": value}, rows
 
-    def finish(self, out: Path, layout: Layout) -> list[str]:
+    def counters(self) -> list[float]:
+        return []
+
+    def finish(self, out: Path, layout: Layout, counters: list[float]) -> list[str]:
         path = indexes.merge(out, layout, INDEX_COLUMNS)
         errors = [r["completeness_error"] for r in indexes.rows(out, layout) if r.get("completeness_error") is not None]
         lines = [f"wrote {layout.count} shard(s) of {layout.size} samples to {out / 'shards'}, index {path}"]

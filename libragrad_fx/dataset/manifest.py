@@ -38,8 +38,9 @@ def versions() -> dict[str, str]:
 
 def build(command: list[str], settings: dict[str, Any], source: dict[str, Any], preprocess: dict[str, Any],
           layout: dict[str, Any]) -> dict[str, Any]:
-    return {"format": FORMAT, "command": command, "settings": settings, "source": source, "preprocess": preprocess,
-            "layout": layout, "versions": versions(), "python": platform.python_version()}
+    manifest = {"format": FORMAT, "command": command, "settings": settings, "source": source,
+                "preprocess": preprocess, "layout": layout, "versions": versions(), "python": platform.python_version()}
+    return json.loads(json.dumps(manifest))  # as it reads back from the file (tuples become lists)
 
 
 def _key(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,9 @@ The steps, on every rank:
    done it is written (atomically);
 4. after a barrier, rank 0 finishes the run (merges the index, aggregates) once every shard exists.
 
-A job is an object with ``start()``, ``process(batch) -> (tensors, rows)``, ``shard_info(shard)``
-and ``finish(out, layout) -> list of summary lines``; :mod:`.attribute` and :mod:`.faithfulness`
+A job is an object with ``start()``, ``process(batch) -> (tensors, rows)``, ``shard_info(shard)``,
+``counters()`` (numbers summed over the ranks at the end, e.g. seconds per method) and
+``finish(out, layout, counters) -> summary lines``; :mod:`.attribute` and :mod:`.faithfulness`
 are the two.
 """
 from __future__ import annotations
@@ -45,7 +46,9 @@ class Job(Protocol):
 
     def shard_info(self, shard: int) -> dict[str, str]: ...
 
-    def finish(self, out: Path, layout: Layout) -> list[str]: ...
+    def counters(self) -> list[float]: ...
+
+    def finish(self, out: Path, layout: Layout, counters: list[float]) -> list[str]: ...
 
 
 @dataclass
@@ -130,11 +133,11 @@ def execute(job: Job, dataset: ImageSamples, layout: Layout, manifest: dict[str,
             else:
                 bar.update(in_shard)
     world.barrier()
-    samples, errors = (int(v) for v in world.sum([samples, errors]))
+    samples, errors, *counters = world.sum([samples, errors, *job.counters()])
     done = finished(run.out)
     complete = len(done) == layout.count
-    lines = job.finish(run.out, layout) if complete and world.main else []
-    return Outcome(samples, errors, time.perf_counter() - start, complete, len(done), layout.count, lines)
+    lines = job.finish(run.out, layout, counters) if complete and world.main else []
+    return Outcome(int(samples), int(errors), time.perf_counter() - start, complete, len(done), layout.count, lines)
 
 
 def _write(out: Path, layout: Layout, shard: int, parts: list, job: Job) -> None:

@@ -1,4 +1,4 @@
-"""What a person watching a run sees: one rich progress bar on rank 0 (stderr) and a summary at the end.
+"""What a person watching a run sees: one rich progress bar on rank 0, on stderr.
 
 Rank 0 counts the samples of every shard finished since the run started, whichever rank wrote it
 (it looks at the output folder about once a second), plus its own shard in progress: the bar
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["Bar", "summary_line"]
+__all__ = ["Bar", "folder_count"]
 
 
 class Bar:
@@ -61,12 +61,6 @@ class Bar:
         if self._bar is not None:
             self.update(force=True)
             self._bar.__exit__(*exc)
-
-
-def summary_line(what: str, samples: int, total: int, errors: int, seconds: float, extra: str = "") -> str:
-    rate = samples / seconds if seconds > 0 else float("nan")
-    return (f"{what}: {samples} samples this run ({total} in all), {errors} unreadable or without a target"
-            f"{extra}; {seconds:.1f} s wall, {rate:.1f} samples/s")
 
 
 def folder_count(out: Path, layout, before: set[int]) -> Callable[[], int]:

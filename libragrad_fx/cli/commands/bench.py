@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import bench_data
 from ..common import comma_list
 
 TAKES_MODEL = False
@@ -28,10 +29,13 @@ def register(commands, parents) -> None:
                      "$LIBRAGRAD_FX_LXT_PYTHON, else this one; skipped with a note where none has lxt)")
     sub.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    bench_data.add_arguments(sub)
     sub.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data:
+        return bench_data.run(args)
     from pathlib import Path
 
     from ...bench import models
