@@ -35,6 +35,9 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--output", choices=("softmax", "sigmoid"), help="the probability deletion tracks (default: "
                        "sigmoid for bundled multi-label models, softmax otherwise)")
     group.add_argument("--patch", type=positive, help="deletion patch size (default: the model's patch size)")
+    # torchrun's own parser reads --n as an ambiguous abbreviation of its options: --limit says the same
+    group.add_argument("--limit", type=positive, dest="n", default=argparse.SUPPRESS, metavar="N",
+                       help="the same as --n (use it under torchrun)")
     add_run_options(group, own=False)
 
 

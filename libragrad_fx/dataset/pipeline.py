@@ -120,7 +120,7 @@ def execute(job: Job, dataset: ImageSamples, layout: Layout, manifest: dict[str,
     with Bar(pending, run.description, run.progress and world.main, count) as bar:
         parts: list[tuple[dict[str, Tensor], list[dict[str, Any]]]] = []
         in_shard = 0
-        for batch in loader(dataset, layout, mine, run.batch, run.workers):
+        for batch in loader(dataset, layout, mine, run.batch, run.workers, pin=world.device.type == "cuda"):
             tensors, rows = job.process(batch)
             parts.append((tensors, rows))
             samples += len(batch.indices)
