@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -124,6 +125,10 @@ def test_manifest_records_the_command_and_a_different_command_is_refused(folder,
     err = capsys.readouterr().err
     assert "different command" in err and "method" in err and "--overwrite" in err and err.count("\n") == 1
     assert files(fullgrad_run) == before  # nothing touched
+    orphans = fullgrad_run.parent / "orphans"
+    shutil.copytree(fullgrad_run / "shards", orphans / "shards")
+    assert attribute(folder, orphans, "--method", "fullgrad") == 2  # shards of an unknown run
+    assert "no manifest.json" in capsys.readouterr().err
     # the same command again finds every shard done and writes the same files
     assert attribute(folder, fullgrad_run, "--method", "fullgrad") == 0
     assert files(fullgrad_run) == before

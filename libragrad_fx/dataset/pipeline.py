@@ -94,6 +94,9 @@ def _prepare(run: Run, job: Job, manifest: dict[str, Any], world: World) -> None
             if run.overwrite:
                 _clear(run.out, job)
             if not manifests.check(run.out, manifest):
+                if finished(run.out):
+                    raise UsageError(f"--out {str(run.out)!r} holds shards but no {manifests.MANIFEST}: they cannot "
+                                     "be told apart from this run's; pass another --out, or --overwrite")
                 manifests.write(run.out, manifest)
             remove_partial(run.out)
         except UsageError as error:
