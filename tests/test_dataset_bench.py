@@ -115,3 +115,25 @@ def test_bench_data_usage_errors(shapes, tmp_path, capsys):
         assert main(["bench", *argv]) == 2, argv
         err = capsys.readouterr().err
         assert word in err and err.count("\n") == 1, err
+
+
+def test_masks_are_found_imagenet_s_style_and_decoded(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from libragrad_fx.dataset.loader import mask_file
+    from libragrad_fx.dataset.preprocess import decode_mask
+    from libragrad_fx.dataset.sources import Sample
+
+    ids = np.array([[0, 1], [300, 1000]])  # background, class 1, class 300, ImageNet-S's "ignored"
+    rgb = np.stack([ids % 256, ids // 256, np.zeros_like(ids)], -1).astype(np.uint8)
+    path = tmp_path / "validation-segmentation" / "n01443537" / "ILSVRC2012_val_00004677.png"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(rgb, mode="RGB").save(path)
+    sample = Sample("n01443537/ILSVRC2012_val_00004677.JPEG", "unused")
+    assert mask_file(tmp_path / "validation-segmentation", sample) == path
+    assert mask_file(tmp_path, sample) is None
+    assert decode_mask(Image.open(path)).tolist() == ids.tolist()
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.array([[0, 3]], dtype=np.uint8), mode="L").save(grey)
+    assert decode_mask(Image.open(grey)).tolist() == [[0, 3]]

@@ -12,8 +12,9 @@ the benchmark's own summary and writes its table and deletion plot.
   target's softmax probability (or sigmoid for multi-label models such as the bundled ones);
 * masks (``--masks DIR``, one image per sample at the same relative path, ImageNet-S style):
   ``binary`` values: nonzero pixels are the target's object; ``class`` values: pixels equal to the
-  target class + 1 are its object and other nonzero pixels another object (class discrimination).
-  A sample without a mask has no AP, pointing or discrimination score.
+  target class + 1 are its object and other nonzero pixels another object (class discrimination);
+  ImageNet-S's ignored pixels (1000) count as background. A sample without a mask has no AP, pointing
+  or discrimination score.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ SCORES = ("prob_mif", "prob_lif", "prob_srg", "pred_mif", "pred_lif", "pred_srg"
           "pointing", "disc_share", "disc_rate", "compl_abs", "compl_rel")
 """Per-sample scores of each method (the benchmark's keys)."""
 SAMPLES = "samples.csv"
+IGNORED = 1000
+"""ImageNet-S marks the pixels its annotators left out with 1000: they count as background."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,7 @@ class BenchJob:
         if not where:
             return None
         values = torch.stack([batch.masks[run[k]] for k in where]).to(self.device)
+        values = values.masked_fill(values == IGNORED, 0)
         if self.settings.mask_values == "class":
             own = (t[where] + 1)[:, None, None]
             return where, values == own, (values != 0) & (values != own)
