@@ -246,6 +246,7 @@ def test_targets_from_folders_and_out_of_range(folder, tmp_path, capsys):
     capsys.readouterr()
     assert attribute(folder, tmp_path / "far", "--target", "10") == 2
     assert "out of range" in capsys.readouterr().err
+    assert not (tmp_path / "far").exists()  # nothing written: the corrected command is not "a different one"
 
 
 def test_preprocessing_is_timms_eval_transform(tmp_path):

@@ -2,8 +2,9 @@
 
 The steps, on every rank:
 
-1. rank 0 compares the manifest with ``--out`` (a different command there is refused unless
-   ``--overwrite``), writes it on a new folder and deletes half-written shards; the others wait;
+1. the job starts (model, transform, its checks); rank 0 compares the manifest with ``--out`` (a
+   different command there is refused unless ``--overwrite``), writes it on a new folder and deletes
+   half-written shards; the others wait;
 2. every rank lists the finished shards and deals itself a part of the rest
    (:func:`libragrad_fx.dataset.distributed.deal`);
 3. the job turns each batch into per-sample tensors and index rows; when a shard's last batch is
@@ -110,13 +111,13 @@ def execute(job: Job, dataset: ImageSamples, layout: Layout, manifest: dict[str,
             world: World) -> Outcome:
     """Run ``job`` over the shards of ``layout`` still missing in ``run.out`` (this rank's part)."""
     start = time.perf_counter()
+    job.start()  # first: a model or target the job refuses leaves no manifest behind
     _prepare(run, job, manifest, world)
     before = finished(run.out)
     world.barrier()  # nobody writes a shard before every rank has listed the finished ones
     mine = deal([k for k in range(layout.count) if k not in before], world)
     if run.max_shards is not None:
         mine = mine[:run.max_shards]
-    job.start()
     samples = errors = 0
     pending = sum(len(layout.range(k)) for k in range(layout.count) if k not in before)
     count = folder_count(run.out, layout, before)
