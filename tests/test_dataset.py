@@ -297,3 +297,17 @@ def test_bfloat16_autocast_on_cpu_keeps_the_forward_and_stays_complete(folder, t
     assert attribute(folder, out, "--precision", "bfloat16", model="mixer") == 0
     errors = [float(r["completeness_error"]) for r in index_rows(out) if not r["error"]]
     assert len(errors) == 20 and sorted(errors)[10] < 4 * eps
+
+
+def test_folder_source_order_labels_and_what_it_skips(tmp_path):
+    from libragrad_fx.dataset.sources import read_source
+
+    for rel in ("b/2.png", "b/10.jpg", "a/x/1.PNG", "root.webp", ".hidden/3.png", "a/.4.png", "a/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    source = read_source(str(tmp_path))
+    assert [s.path for s in source.samples] == ["a/x/1.PNG", "b/10.jpg", "b/2.png", "root.webp"]
+    assert source.classes == ["a", "b", "empty"]  # every subfolder is a class, as in ImageFolder
+    assert [s.label_index for s in source.samples] == [0, 1, 1, None]
+    assert source.describe()["fingerprint"] == read_source(str(tmp_path)).describe()["fingerprint"]
