@@ -296,8 +296,10 @@ class BenchJob:
         return (f"Faithfulness of vanilla and LibraGrad attributions of {self.loaded.label} on "
                 f"{self.source.location}: {explained} images explained for {target}. SRG/MIF/LIF: areas under "
                 f"the target's {s.output} probability as {s.patch}x{s.patch} patches are replaced by {deleted}, "
-                f"10% per step (SRG acc: the same with 'still predicted'); {masks}. IG: {s.ig_steps} steps; "
-                f"SmoothGrad: {s.sg_samples} samples.\n\n")
+                f"10% per step (SRG acc: the same with 'still predicted'); {masks}." + "".join(
+                    note for key, note in (("integrated_gradients", f" IG: {s.ig_steps} steps."),
+                                           ("smoothgrad", f" SmoothGrad: {s.sg_samples} samples."))
+                    if any(m.key == key for m in self.wanted)) + "\n\n")
 
 
 _STEP = 0.1
