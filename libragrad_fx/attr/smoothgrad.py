@@ -61,9 +61,11 @@ class SmoothGrad(Attribution):
         second = [torch.zeros_like(x) for x in xs]
         for start in range(0, nt_samples, per_chunk):
             copies = min(per_chunk, nt_samples - start)
-            noisy = tuple(torch.cat([x] * copies) + torch.randn((copies * batch, *x.shape[1:]), generator=generator,
-                                                                 dtype=x.dtype, device=x.device)
-                          * torch.cat([s] * copies) for x, s in zip(xs, sigmas))
+            # the noise is drawn where the generator lives (a CPU generator serves CUDA inputs too)
+            noisy = tuple(torch.cat([x] * copies) + torch.randn(
+                (copies * batch, *x.shape[1:]), generator=generator, dtype=x.dtype,
+                device=generator.device if generator is not None else x.device).to(x.device)
+                * torch.cat([s] * copies) for x, s in zip(xs, sigmas))
             grads, _, _ = input_gradients(self, noisy, index.repeat(copies),
                                           repeat_batch(extra, copies))
             for i, (g, z) in enumerate(zip(grads, noisy)):

@@ -174,7 +174,7 @@ class _Maps:
         """f(0) per class: Integrated Gradients' baseline value."""
         if not hasattr(self, "_zero"):
             with torch.no_grad():
-                self._zero = self.model(torch.zeros(1, *self.example.shape[1:]))[0].double()
+                self._zero = self.model(self.example.new_zeros(1, *self.example.shape[1:]))[0].double()
         return self._zero
 
     def __call__(self, method: Method, x: Tensor, t: Tensor, seed: int) -> tuple[Tensor, Tensor | None]:

@@ -4,13 +4,16 @@
     libragrad-fx diff    MODEL [--preset P] [--format text|json]
     libragrad-fx check   MODEL [--preset P] [--tol T] [--json]
     libragrad-fx explain MODEL (--image PATH | --random) --out FILE.png [--method M] [--target N] [--compare] [--json]
+    libragrad-fx explain hf:DIR --text "..." [--pair "..."] [--target T] [--html FILE] [--out FILE.png]
+    libragrad-fx attribute MODEL --data SOURCE --out DIR [--method M] [--target T] [--batch-size B] [--workers W]
     libragrad-fx export  MODEL --out FILE.pt2 [--preset P]
-    libragrad-fx demo    [--out FILE.png] [--seed N] [--model NAME]
-    libragrad-fx bench   [--n N] [--models M,..] [--methods M,..] [--seed N] [--out DIR [--overwrite]] [--jobs J]
+    libragrad-fx demo    [--out FILE.png] [--seed N] [--model NAME] | demo --text
+    libragrad-fx bench   [--text] [--n N] [--models M,..] [--methods M,..] [--seed N] [--out DIR [--overwrite]] [--jobs J]
+    libragrad-fx bench   --model MODEL --data SOURCE --out DIR [--masks DIR] [--n N]
     libragrad-fx --version
 
-MODEL is ``timm:NAME``, ``package.module:factory``, a bundled model name or a ``.pt2`` file written
-by ``export`` (:mod:`libragrad_fx.cli.specs`). Exit codes: 0 success, 1 ``check`` found a property
+MODEL is ``timm:NAME``, ``package.module:factory``, a bundled model name, ``hf:DIR`` (a saved Hugging Face
+model) or a ``.pt2`` file written by ``export`` (:mod:`libragrad_fx.cli.specs`). Exit codes: 0 success, 1 ``check`` found a property
 that does not hold, 2 bad input or a model the tool cannot handle (one line on stderr; ``--debug``
 adds the traceback). Every option is checked before any work starts. Progress goes to stderr while
 a command works, when stderr is a terminal (``--no-progress`` turns it off).
@@ -116,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error already printed in one line
         return int(stop.code or 0)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded by commands that write a manifest
     try:
         with _quiet(), progress.shown(progress.enabled(args)):
             return args.run(args)

@@ -58,6 +58,9 @@ def _linear_cols_setup(ctx, inputs, output):
 
 def _linear_cols_backward(ctx, grad):
     input, weight = ctx.saved_tensors
+    # under autocast the forward multiplied in the gradient's (lower) dtype: the backward does too,
+    # also when it runs outside autocast
+    weight = weight.to(grad.dtype)
     needs = ctx.needs_input_grad
     dx = dw = db = None
     if needs[0]:
@@ -66,7 +69,7 @@ def _linear_cols_backward(ctx, grad):
             dx = part if dx is None else dx.add_(part)
     if needs[1]:
         dw = torch.zeros_like(weight)
-        rows = input.reshape(-1, input.shape[-1])
+        rows = input.reshape(-1, input.shape[-1]).to(grad.dtype)
         for start, stop in ctx.live:
             dw[start:stop] = grad[..., start:stop].reshape(-1, stop - start).t() @ rows
     if ctx.has_bias and needs[2]:
@@ -134,7 +137,7 @@ def _attention_backward(ctx, grad):
     is_causal, scale, enable_gqa, kv_heads = ctx.settings
     dv = None
     if ctx.needs_input_grad[2]:
-        weights = attention_weights(query, key, attn_mask, is_causal, scale, enable_gqa)
+        weights = attention_weights(query, key, attn_mask, is_causal, scale, enable_gqa).to(grad.dtype)
         dv = torch.matmul(weights.transpose(-2, -1), grad)
         if dv.shape[-3] != kv_heads:  # GQA: each key/value head served a group of query heads
             dv = dv.unflatten(-3, (kv_heads, -1)).sum(-3)

@@ -266,6 +266,13 @@ def _saved(ctx) -> list:
     return values
 
 
+def _in_dtype(values: list, dtype: torch.dtype) -> list:
+    """The saved tensors in the gradient's dtype: the dtype the forward's kernel computed in. Under
+    autocast the norms run in float32 on inputs saved in float16 / bfloat16 (and the backward may run
+    outside autocast), so the backward casts as the forward did."""
+    return [v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v for v in values]
+
+
 def _layer_norm_backward(ctx, grad):
     """dx = rstd * (g - mean(g)), g = grad * w, from the fused kernels.
 
@@ -273,7 +280,7 @@ def _layer_norm_backward(ctx, grad):
     backward kernel computes rstd * (g - mean(g) - x_hat * mean(g * x_hat)); given the row mean as
     the input, x_hat = 0 and the variance term (the one the rule detaches) is gone.
     """
-    x, shape, weight, bias, eps = _saved(ctx)
+    x, shape, weight, bias, eps = _in_dtype(_saved(ctx), grad.dtype)
     shape = list(shape)
     _, mean, rstd = torch.native_layer_norm(x, shape, None, None, eps)
     needs = ctx.needs_input_grad
@@ -289,7 +296,7 @@ def _layer_norm_backward(ctx, grad):
 
 
 def _rms_norm_backward(ctx, grad):
-    x, shape, weight, eps = _saved(ctx)
+    x, shape, weight, eps = _in_dtype(_saved(ctx), grad.dtype)
     dims = tuple(range(x.dim() - len(shape), x.dim()))
     eps = torch.finfo(x.dtype).eps if eps is None else eps
     rrms = torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
@@ -300,7 +307,7 @@ def _rms_norm_backward(ctx, grad):
 
 
 def _group_norm_backward(ctx, grad):
-    x, groups, weight, bias, eps = _saved(ctx)
+    x, groups, weight, bias, eps = _in_dtype(_saved(ctx), grad.dtype)
     n, c = x.shape[0], x.shape[1]
     affine = [1, c] + [1] * (x.dim() - 2)
     grouped = x.reshape(n, groups, -1)

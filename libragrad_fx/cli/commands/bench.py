@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import bench_data
 from ..common import comma_list
 from ..validate import positive_int, seed
 
@@ -38,10 +39,13 @@ def register(commands, parents) -> None:
     sub.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS,
                      help="no progress display on stderr (it is shown only on a terminal anyway)")
     sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    bench_data.add_arguments(sub)
     sub.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data:
+        return bench_data.run(args)
     from ...bench import models
     from ...bench.compare import run
     from ...bench.faithfulness import Config, resolve_methods
