@@ -18,7 +18,7 @@ from .smoothgrad import SmoothGrad
 
 __all__ = ["Attribution", "Gradient", "InputXGradient", "IntegratedGradients", "SmoothGrad", "FullGrad",
            "FullGradResult", "GradCAM", "HiResCAM", "XGradCAM", "AttentionRollout", "GradientRollout", "GAE",
-           "METHODS", "targets", "target_values", "class_index", "is_transformed"]
+           "METHODS", "ALIASES", "targets", "target_values", "class_index", "is_transformed"]
 
 METHODS: dict[str, type[Attribution]] = {
     "gradient": Gradient, "input_x_gradient": InputXGradient, "integrated_gradients": IntegratedGradients,
@@ -26,3 +26,7 @@ METHODS: dict[str, type[Attribution]] = {
     "xgradcam": XGradCAM, "attention_rollout": AttentionRollout, "gae": GradientRollout,
 }
 """Every method by a command-line friendly name."""
+
+ALIASES: dict[str, str] = {"ixg": "input_x_gradient", "ig": "integrated_gradients", "rollout": "attention_rollout",
+                           "sg": "smoothgrad"}
+"""The short names the paper uses, for the methods above."""

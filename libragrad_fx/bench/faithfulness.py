@@ -31,57 +31,30 @@ from torch import Tensor
 
 from libragrad_fx import metrics
 
+from .methods import Method, names, resolve, table
+
 __all__ = ["METHODS", "Config", "Method", "ModelResult", "method_names", "resolve_methods", "run_model", "targets_of"]
 
 PATCH = 8
 STEP = 0.1
 
 
-@dataclass(frozen=True)
-class Method:
-    """One row of the table: an attribution method under one backward."""
-
-    key: str
-    """Command-line name (``input_x_gradient``...)."""
-    label: str
-    """Short name in tables and figures."""
-    variant: str
-    """``vanilla``, ``libragrad`` or ``baseline``."""
-    complete: bool = False
-    """The map is meant to add up to the target logit (its completeness error is reported)."""
-
-    @property
-    def name(self) -> str:
-        return self.label if self.variant == "baseline" else f"{self.variant}:{self.label}"
-
-
 _GRADIENT = (("gradient", "Gradient", False), ("input_x_gradient", "IxG", True),
              ("integrated_gradients", "IG", True), ("smoothgrad", "SmoothGrad", False),
              ("fullgrad", "FullGrad", True), ("gradcam", "GradCAM", False), ("hirescam", "HiResCAM", False))
 _BASELINES = (("attention_rollout", "Rollout", False), ("gae", "GAE", False), ("attnlrp", "AttnLRP", True))
-
-METHODS: tuple[Method, ...] = tuple(
-    Method(key, label, variant, complete) for key, label, complete in _GRADIENT for variant in ("vanilla", "libragrad")
-) + tuple(Method(key, label, "baseline", complete) for key, label, complete in _BASELINES)
+METHODS: tuple[Method, ...] = table(_GRADIENT, _BASELINES)
 """Every row, in table order."""
-
-ALIASES = {"ixg": "input_x_gradient", "ig": "integrated_gradients", "rollout": "attention_rollout"}
 
 
 def method_names() -> list[str]:
     """The ``--methods`` vocabulary: method keys and their short aliases."""
-    return list(dict.fromkeys(m.key for m in METHODS)) + list(ALIASES)
+    return names(METHODS)
 
 
 def resolve_methods(keys: list[str] | None) -> list[Method]:
     """The rows for the given keys (both variants of a gradient method); None: all."""
-    if not keys:
-        return list(METHODS)
-    wanted = {ALIASES.get(k, k) for k in keys}
-    unknown = sorted(wanted - {m.key for m in METHODS})
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(method_names())}")
-    return [m for m in METHODS if m.key in wanted]
+    return resolve(METHODS, keys)
 
 
 @dataclass

@@ -6,14 +6,12 @@ import sys
 
 import torch
 
+from ..attr import ALIASES as METHOD_ALIASES  # the short names the paper uses
 from ..core.errors import UsageError, first_line
 from .progress import step
 
 __all__ = ["METHOD_ALIASES", "method_names", "comma_list", "load", "transform", "needs_original", "same_preset", "emit",
            "node_counts"]
-
-# the short names the paper uses, beside libragrad_fx.attr.METHODS' own
-METHOD_ALIASES = {"ixg": "input_x_gradient", "ig": "integrated_gradients", "rollout": "attention_rollout"}
 
 
 def method_names() -> list[str]:

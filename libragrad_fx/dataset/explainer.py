@@ -30,7 +30,7 @@ def autocast(device: torch.device, precision: str):
 
 def method_key(name: str) -> str:
     """A method's key in :data:`libragrad_fx.attr.METHODS` (the CLI's short aliases resolved)."""
-    from ..cli.common import METHOD_ALIASES
+    from ..attr import ALIASES as METHOD_ALIASES
 
     return METHOD_ALIASES.get(name, name)
 

@@ -32,8 +32,7 @@ __all__ = ["METHODS", "ALIASES", "COMPLETE", "Scores", "TokenScorer", "resolve_m
 
 METHODS = ("gradient", "input_x_gradient", "integrated_gradients", "smoothgrad", "fullgrad", "attention_rollout",
            "gae")
-ALIASES = {"ixg": "input_x_gradient", "ig": "integrated_gradients", "rollout": "attention_rollout",
-           "sg": "smoothgrad"}
+ALIASES = {alias: key for alias, key in attr.ALIASES.items() if key in METHODS}
 COMPLETE = ("input_x_gradient", "integrated_gradients", "fullgrad")
 """Methods whose scores are meant to add up to the readout (with their rest)."""
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .. import metrics
+from ..bench.methods import Method, resolve, table
 from . import data
 
 __all__ = ["METHODS", "Config", "Method", "TextResult", "resolve_methods", "run"]
@@ -36,37 +37,15 @@ __all__ = ["METHODS", "Config", "Method", "TextResult", "resolve_methods", "run"
 STEP = 0.1
 
 
-@dataclass(frozen=True)
-class Method:
-    key: str
-    label: str
-    variant: str
-    """``vanilla``, ``libragrad`` or ``baseline``."""
-    complete: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.label if self.variant == "baseline" else f"{self.variant}:{self.label}"
-
-
 _GRADIENT = (("gradient", "Gradient", False), ("input_x_gradient", "IxG", True),
              ("integrated_gradients", "IG", True), ("smoothgrad", "SmoothGrad", False), ("fullgrad", "FullGrad", True))
 _BASELINES = (("attention_rollout", "Rollout", False), ("gae", "GAE", False), ("attnlrp", "AttnLRP", True))
-METHODS: tuple[Method, ...] = tuple(
-    Method(k, label, v, c) for k, label, c in _GRADIENT for v in ("vanilla", "libragrad")
-) + tuple(Method(k, label, "baseline", c) for k, label, c in _BASELINES)
-ALIASES = {"ixg": "input_x_gradient", "ig": "integrated_gradients", "rollout": "attention_rollout"}
+METHODS: tuple[Method, ...] = table(_GRADIENT, _BASELINES)
 
 
 def resolve_methods(keys: list[str] | None) -> list[Method]:
-    if not keys:
-        return list(METHODS)
-    wanted = {ALIASES.get(k, k) for k in keys}
-    unknown = sorted(wanted - {m.key for m in METHODS})
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; valid: "
-                         f"{', '.join(list(dict.fromkeys(m.key for m in METHODS)) + list(ALIASES))}")
-    return [m for m in METHODS if m.key in wanted]
+    """The rows for the given keys (both variants of a gradient method); None: all."""
+    return resolve(METHODS, keys)
 
 
 @dataclass
