@@ -239,12 +239,35 @@ def _rerun(runner: fx.Interpreter, unit: tuple[fx.Node, ...], analysis: Analysis
 
 def _bias(runner: fx.Interpreter, unit: tuple[fx.Node, ...], analysis: Analysis, values: dict,
           count: int) -> list[Tensor | None]:
-    """The bias of a site: the op evaluated with its streams at zero (for each of its outputs)."""
+    """The bias of a site: the op evaluated with its streams at zero (for each of its outputs).
+
+    A linear map's or convolution's bias is read as it is (what the map gives at zero input, without
+    the cost of a matmul of zeros)."""
+    read = _read_bias(unit, analysis, values)
+    if read is not None:
+        return [read]
     zeros = {arg: pytree.tree_map(lambda v: torch.zeros_like(v) if isinstance(v, Tensor) and v.is_floating_point()
                                   else v, values[arg]) for arg in _streams(unit, analysis, values)}
     with torch.no_grad():
         out = pytree.tree_leaves(_evaluate(runner, unit, analysis, values, zeros))
     return [o.detach() if isinstance(o, Tensor) and o.is_floating_point() else None for o in out][:count]
+
+
+def _read_bias(unit: tuple[fx.Node, ...], analysis: Analysis, values: dict) -> Tensor | None:
+    """linear(0, W, b) = b over the last dimension; conv(0, W, b) = b on every position of each channel."""
+    node = unit[-1]
+    op = analysis[node].op
+    if len(unit) != 1 or op is None or op.name not in ("linear", "conv", "conv_transpose"):
+        return None
+    if [name for name, _ in analysis.dep_args(node)] != ["input"]:
+        return None  # an input-dependent weight or bias: evaluate the op
+    bias = op.args.get("bias")
+    bias = values.get(bias) if isinstance(bias, fx.Node) else bias
+    output = values.get(node)
+    if not isinstance(bias, Tensor) or not isinstance(output, Tensor):
+        return None
+    bias = bias.detach()
+    return bias if op.name == "linear" else bias.reshape(-1, *[1] * (output.dim() - 2))
 
 
 def _is_site(unit: tuple[fx.Node, ...], analysis: Analysis) -> bool:
