@@ -128,6 +128,22 @@ def test_a_custom_autograd_function_keeps_its_backward_and_is_reported(capture):
         assert torch.equal(got, expected) and got.abs().sum() > 0  # the estimator's gradient, not zero
 
 
+def test_a_saved_program_keeps_the_custom_function(tmp_path):
+    from libragrad_fx.core import export as saved
+
+    torch.manual_seed(0)
+    model, x = Quantised().eval(), torch.randn(3, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lf.UnclassifiedOpWarning)
+        saved.save(lf.transform(model, x), x, str(tmp_path / "q.pt2"))
+    loaded = saved.load(str(tmp_path / "q.pt2")).module
+    assert any(n.target is lf.core.functions.autograd_function for n in loaded.graph.nodes)
+    xx = x.clone().requires_grad_(True)
+    got = torch.autograd.grad(loaded(xx)[:, 0].sum(), xx)[0]
+    xx = x.clone().requires_grad_(True)
+    assert torch.equal(got, torch.autograd.grad(model(xx)[:, 0].sum(), xx)[0])
+
+
 class Rounded(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -50,7 +50,7 @@ def _caller(cls: type) -> Any:
     """A plain function calling ``cls.apply`` (what an fx node can name as its target)."""
     if cls not in _CALLERS:
         def apply(*args: Any) -> Any:
-            return _apply(cls, *args)
+            return cls.apply(*args)  # while a capture runs, the kept-whole form of the call
 
         apply.__qualname__ = f"{cls.__qualname__}.apply"
         apply.autograd_function = cls
