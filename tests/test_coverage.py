@@ -25,6 +25,31 @@ _spec.loader.exec_module(coverage)
 CASES = {case.name: case for case in coverage.registry_cases()}
 
 
+def _resolves(name: str) -> bool:
+    """A torch / Tensor / F / operator / builtin function, or an ATen packet, of that name."""
+    import builtins
+    import math
+    import operator
+
+    import torch
+    import torch.fx._symbolic_trace as symbolic_trace
+    import torch.nn.functional as F
+
+    spaces = (torch, torch.Tensor, F, torch._C._nn, torch._C._special, torch._C._linalg, torch.special, torch.linalg,
+              torch.fft, operator, builtins, math, symbolic_trace)
+    return any(hasattr(space, name) for space in spaces) or isinstance(
+        getattr(torch.ops.aten, name, None), torch._ops.OpOverloadPacket)
+
+
+def test_every_spelling_in_the_registry_names_a_real_op():
+    unknown = [(e.name, s) for e in ops.entries() for s in e.spellings
+               if not s.startswith(ops.REWRITTEN_NAMESPACE + ".") and not _resolves(s)]
+    assert not unknown, unknown
+    nameless = [e.name for e in ops.entries() if not (_resolves(e.name) or e.spellings or e.modules
+                                                     or e.name.startswith(ops.REWRITTEN_NAMESPACE + "."))]
+    assert nameless == ["_guards_fn"], nameless  # torch.export's input checks, a call_module
+
+
 def test_every_registry_entry_has_an_example_or_a_reason():
     missing = [e.name for e in ops.entries() if e.example is None and e.name not in coverage.WITHOUT_EXAMPLE
                and e.category.value not in coverage.WITHOUT_EXAMPLE]

@@ -84,7 +84,7 @@ ENTRIES: list[Op] = [
        rule=Rule("x * Phi(x).detach()", torch.ops.libragrad.gelu.default,
                  lambda node, call: (call.input, call.args.get("approximate", "none"))),
        example=_unary(F.gelu)),
-    _fused("silu", "x * sigmoid(x).detach()", spellings=("swish",), modules={nn.SiLU: ()}, functional=F.silu),
+    _fused("silu", "x * sigmoid(x).detach()", modules={nn.SiLU: ()}, functional=F.silu),
     _fused("hardswish", "x * (relu6(x + 3) / 6).detach()", modules={nn.Hardswish: ()}, functional=F.hardswish),
     _fused("mish", "x * tanh(softplus(x)).detach()", modules={nn.Mish: ()}, functional=F.mish,
            activation=Activation("x * tanh(softplus(x)).detach()", slope0=math.tanh(math.log(2.0)))),

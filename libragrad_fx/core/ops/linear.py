@@ -25,9 +25,10 @@ def _binary(fn, **kwargs):
     return lambda t: (fn, (t(3, 4), t(3, 4)), kwargs)
 
 
-def _pools(*kinds: str) -> tuple[str, ...]:
-    return tuple(f"{prefix}{kind}{d}d" for kind in kinds for prefix in ("", "adaptive_", "_adaptive_")
-                 for d in (1, 2, 3))
+def _pools(kind: str) -> tuple[str, ...]:
+    """avg_pool1d ... adaptive_avg_pool3d, and ATen's _adaptive_avg_pool2d / 3d."""
+    return tuple(f"{prefix}{kind}{d}d" for prefix in ("", "adaptive_") for d in (1, 2, 3)) + tuple(
+        f"_adaptive_{kind}{d}d" for d in (2, 3) if kind == "avg_pool")
 
 
 def _scatter_reduce(call) -> Category:

@@ -112,8 +112,7 @@ ENTRIES: list[Op] = [
     _structural("view_copy", example=_unary(torch.view_copy, [12, 5])),
     _structural("squeeze_copy", example=lambda t: (torch.squeeze_copy, (t(3, 1, 5), 1), {})),
     _structural("unsqueeze_copy", example=_unary(torch.unsqueeze_copy, 1)),
-    _structural("flatten_copy", example=_unary(torch.ops.aten.flatten.using_ints, 1)),
-    _structural("pad", spellings=("zero_pad2d",), roles={"value": ADD},
+    _structural("pad", roles={"value": ADD},
                 modules={nn.ZeroPad1d: (), nn.ZeroPad2d: (), nn.ZeroPad3d: (), nn.ConstantPad1d: ("value",),
                          nn.ConstantPad2d: ("value",), nn.ConstantPad3d: ("value",), nn.ReflectionPad1d: (),
                          nn.ReflectionPad2d: (), nn.ReflectionPad3d: (), nn.ReplicationPad1d: (),
@@ -136,7 +135,7 @@ ENTRIES: list[Op] = [
 
 _SHAPE_NAMES = (
     "size", "dim", "numel", "shape", "getattr", "sym_size", "sym_numel", "sym_stride", "sym_storage_offset",
-    "stride", "_assert", "_assert_is_none", "assert", "len", "is_floating_point", "element_size",
+    "stride", "_assert", "_assert_is_none", "len", "is_floating_point", "element_size",
     "_assert_tensor_metadata", "sym_constrain_range_for_size", "_assert_scalar", "sym_constrain_range", "item",
     "is_contiguous", "data_ptr", "get_device", "_local_scalar_dense", "sym_float", "sym_int", "sym_max",
     "sym_min", "sym_not", "sym_sqrt", "truth", "contains", "is_", "is_not", "_guards_fn", "is_complex",
@@ -151,7 +150,7 @@ ENTRIES += [Op(name, Category.SHAPE) for name in _SHAPE_NAMES]
 ENTRIES += [Op(name, Category.FACTORY) for name in _FACTORY_NAMES]
 ENTRIES += [
     # a value the backward treats as a constant: the user's own .detach() and the rules' cuts
-    Op("detach", Category.DETACH, spellings=("stop_gradient", "detach_copy"), example=_unary(torch.detach)),
+    Op("detach", Category.DETACH, spellings=("detach_copy",), example=_unary(torch.detach)),
     # where an input enters: an embedding of input ids is the stream its gradient starts from
     Op("embedding", Category.SOURCE, modules={nn.Embedding: ("weight",)}, roles={"input": SEL},
        example=lambda t: (F.embedding, (torch.tensor([[1, 2], [4, 5]]), t(10, 4)), {})),
