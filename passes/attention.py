@@ -1,6 +1,7 @@
 """Attention pass: prune the score path (docs/METHOD.md section 2).
 
-Matches: ``scaled_dot_product_attention`` in any spelling (torch or ATen), and every product in
+Matches: fused attention in any spelling (torch or ATen; its score arguments are the registry's
+``SCORE`` role), and every product in
 which a softmax, or another normalised weight map (weights divided by their own sum), multiplies
 a stream: manual ``softmax(q @ k.T * s + bias) @ v``, class attention, talking heads, window and
 relative-position attention, attention pooling with latent queries, RoPE'd q/k.
@@ -12,11 +13,9 @@ backward runs through the score path at all.
 from __future__ import annotations
 
 from libragrad_fx.core.analysis import Analysis, Cut, Kind
-from libragrad_fx.core.ops import Category
+from libragrad_fx.core.ops import Category, Role
 
 from . import Detach, Edit, LibraGradPass, gate_cuts
-
-_SCORE_ARGS = ("query", "key", "attn_mask")
 
 
 class AttentionPass(LibraGradPass):
@@ -28,7 +27,7 @@ class AttentionPass(LibraGradPass):
             if facts.category is not Category.ATTENTION or facts.kind is not Kind.STREAM:
                 continue
             for arg, source in analysis.dep_args(node):
-                if arg in _SCORE_ARGS:
+                if analysis.role(node, arg) is Role.SCORE:
                     edits.append(Detach(node, self.family, f"{arg} detached: softmax(q k^T s + mask) is a constant",
                                         f"{facts.op.spelling}: the score path", Cut(source, node, arg)))
         for cut, family, why in gate_cuts(analysis):

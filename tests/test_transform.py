@@ -60,15 +60,17 @@ def test_input_gradient_equals_oracle(arch, capture):
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_bias_free_input_x_gradient_is_complete(arch):
+    """In float64: completeness is an identity, and float32 sums round differently on AVX2 and AVX512."""
     model, x = build(arch)
     zero_additive_constants(model)
+    model, x = model.double(), x.double()
     errors = {}
     for preset in ("libragrad", "vanilla"):
         grad, logit = input_grad(lf.transform(model, x, preset=preset), x)
         total = (x * grad).flatten(1).sum(1)
         errors[preset] = float(((total - logit).abs() / logit.abs()).max())
     print(f"{arch}: IxG completeness rel error libragrad {errors['libragrad']:.2e}, vanilla {errors['vanilla']:.2e}")
-    assert errors["libragrad"] < 1e-4
+    assert errors["libragrad"] < 1e-10
     assert errors["vanilla"] > 1e-2
 
 

@@ -34,33 +34,17 @@ from typing import Any, Iterable
 import torch
 import torch.fx as fx
 
-from ..core import rules
+from ..core import ops
 from ..core.analysis import Analysis, Kind, live_nodes
-from ..core.ops import Category
+from ..core.ops import Category, additive
 from .taps import extend
 
 __all__ = ["ADDITIVE", "BiasSite", "Biases", "units"]
 
-ADDITIVE: dict[str, tuple[str, ...]] = {
-    # linear maps with a bias
-    "linear": ("bias",), "conv": ("bias",), "conv_transpose": ("bias",), "bilinear": ("bias",),
-    "addmm": ("input",), "addmv": ("input",), "addbmm": ("input",), "baddbmm": ("input",),
-    "addcmul": ("input",), "addcdiv": ("input",),  # ResMLP's Affine: beta + alpha * x
-    # sums and differences
-    "add": ("input", "other"), "sub": ("input", "other"), "rsub": ("input", "other"), "lerp": ("input", "end"),
-    # structure with a constant part: class/register tokens, padding, masks, scatters
-    **{name: ("tensors",) for name in ("cat", "concat", "concatenate", "stack", "hstack", "vstack")},
-    "pad": ("value",), "constant_pad_nd": ("value",), "where": ("input", "other"), "masked_fill": ("value",),
-    "index_fill": ("value",), "fill": ("value",), "index_put": ("values",), "index_add": ("source",),
-    "scatter": ("src", "value"), "scatter_add": ("src",), "masked_scatter": ("source",),
-    # norms: the shift (and eval BatchNorm's running statistics); the rewritten fused norms too
-    "batch_norm": ("bias", "running_mean"), "layer_norm": ("bias",), "group_norm": ("bias",),
-    "instance_norm": ("bias",), "libragrad.layer_norm": ("bias",), "libragrad.group_norm": ("bias",),
-    # a constant the rule itself introduces: f(0) of the identity rule
-    "libragrad.identity_rule": ("f0",),
-}
+ADDITIVE: dict[str, tuple[str, ...]] = {op.name: additive(op.name) for op in ops.entries() if additive(op.name)}
 """For each op that can take a bias: the arguments (by schema name) through which a constant enters
-additively. Every op listed is affine in its streams under the rewritten backward."""
+additively (the op registry's ``ADDITIVE`` role). Every op listed is affine in its streams under the
+rewritten backward."""
 
 
 @dataclass(frozen=True)
@@ -79,19 +63,10 @@ class BiasSite:
 
 
 def units(gm: fx.GraphModule) -> dict[fx.Node, tuple[fx.Node, ...]]:
-    """Rule node -> (wrapped node, rule node), for every rule that wraps a node of ``gm``.
-
-    ``scale_grad(x * y, 0.5)`` computes x * y in the forward and half its gradient in the backward:
-    neither node alone is an op of the model, the pair is. Whoever reads a rewritten graph op by op
-    (biases, local completeness) reads the pair as one op.
-    """
-    out = {}
-    for node in gm.graph.nodes:
-        position = rules.WRAPPED_ARG.get(node.target) if node.op == "call_function" else None
-        wrapped = node.args[position] if position is not None and position < len(node.args) else None
-        if isinstance(wrapped, fx.Node) and set(wrapped.users) == {node}:  # read through its rule only
-            out[node] = (wrapped, node)
-    return out
+    """Last node -> the nodes that are one op with it (:meth:`Analysis.units`): a rule and the node
+    it wraps (``scale_grad(x * y, 0.5)`` computes x * y in the forward and half its gradient in the
+    backward: neither node alone is an op of the model, the pair is), a composite and its inner nodes."""
+    return Analysis(gm).units()
 
 
 def op_name(node: fx.Node, analysis: Analysis) -> str:
@@ -132,9 +107,9 @@ class Biases:
     def __init__(self, gm: fx.GraphModule, input_names: Iterable[str] | None = None) -> None:
         self.gm = gm
         self.analysis = Analysis(gm, input_names)
-        self.units = units(gm)
+        self.units = self.analysis.units()
         self.live = live_nodes(self.analysis, []).live
-        wrapped = {unit[0] for unit in self.units.values()}
+        wrapped = {n for unit in self.units.values() for n in unit[:-1]}
         self._entries: list[tuple[tuple[fx.Node, ...], BiasSite]] = []
         for node in gm.graph.nodes:
             if node not in self.live or node in wrapped or not node.op.startswith("call"):
@@ -165,7 +140,7 @@ class Biases:
         found = []
         for node in unit:
             args = named_args(node, self.analysis)
-            for name in ADDITIVE.get(op_name(node, self.analysis), ()):
+            for name in additive(op_name(node, self.analysis)):
                 if name == "running_mean" and self.analysis[node].category is Category.NORM:
                     continue  # train-mode BatchNorm normalises with the batch's mean, not the running one
                 value = args.get(name)

@@ -5,7 +5,8 @@
 2. FullGrad completeness: <grad~_x f, x> + sum_j <grad~_b_j f, b_j> = f(x) (docs/METHOD.md);
 3. bias-free Input x Gradient completeness: with every bias, positional embedding and class/register
    token zeroed, <grad~_x f, x> = f(x);
-4. local completeness: y = sum_i J~_i x_i + b at every op on a gradient path (names the ops where not);
+4. local completeness: y = sum_i J~_i x_i + b at every op on a gradient path (the worst ops; where it fails,
+   the ops, and whether the transform's report names them);
 and how long the transform and a LibraGrad backward take next to the vanilla ones (the median of
 :data:`TIMING_REPEATS` runs each, after a warm-up). Each step shows on stderr while it runs
 (:mod:`libragrad_fx.cli.progress`).
@@ -44,6 +45,8 @@ class Check:
     limit: float | None = None
     detail: str = ""
     seconds: float = 0.0
+    nodes: list[dict] = field(default_factory=list)
+    """Per-node results (the local completeness check): node, op, error, bias, ok, reported."""
 
 
 @dataclass
@@ -145,15 +148,31 @@ def run_checks(label: str, gm: nn.Module, x: torch.Tensor, *, original: nn.Modul
     # 4. per-node
     counted = step("checking local completeness, op by op")
     local, seconds = _timed(lambda: node_completeness(gm, x, tol=tol, progress=counted))
-    bad = local.violations
-    detail = f"{len(local.checks)} ops on gradient paths" + (
-        ", not complete: " + ", ".join(f"{c.node} ({c.op}, {c.error:.1e})" for c in bad[:8])
-        + (f" and {len(bad) - 8} more" if len(bad) > 8 else "") if bad else ", all complete")
-    report.checks.append(Check("local completeness (every op)", not bad,
-                               max((c.error for c in local.checks), default=0.0), tol, detail, seconds))
+    report.checks.append(_local(local, gm, tol, seconds))
     step(f"timing fwd+bwd ({TIMING_REPEATS} runs each after a warm-up)")
     report.timings = {**(timings or {}), **_timings(gm, original, x)}
     return report
+
+
+def _local(local, gm: nn.Module, tol: float, seconds: float) -> Check:
+    """Local completeness, op by op: the worst ops, and whether the report names those that fail."""
+    made = getattr(gm, "libragrad_report", None)
+    reported = made.reported() if made is not None else set()
+    bad = local.violations
+
+    def row(c) -> str:
+        named = "" if c.error <= tol else ", reported" if c.node in reported else ", NOT REPORTED"
+        return f"{c.node} ({c.op}, {c.error:.1e}{named})"
+
+    detail = f"{len(local.checks)} ops on gradient paths" + (
+        ", not complete: " + ", ".join(row(c) for c in bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        if bad else ", all complete")
+    worst = sorted(local.checks, key=lambda c: -c.error)[:3]
+    if worst and not bad:
+        detail += "\nworst: " + ", ".join(row(c) for c in worst)
+    nodes = [{**asdict(c), "ok": c.error <= tol, "reported": c.node in reported} for c in local.checks]
+    return Check("local completeness (every op)", not bad, max((c.error for c in local.checks), default=0.0), tol,
+                 detail, seconds, nodes)
 
 
 def _bias_free_ixg(gm: nn.Module, original: nn.Module | None, transform, x: torch.Tensor, tol: float) -> Check:

@@ -9,7 +9,8 @@ Order of attempts (``../shared/notes/capturing-timm.md`` has the measurements be
 
 A traced graph that still hides computation inside a leaf module (``nn.MultiheadAttention``,
 timm's ``GPSA``, ...) is exported instead when example inputs are available; without them the
-leaf is kept and reported as unclassified. Capture never changes the user's model: mutable
+leaf is kept and reported as unclassified. A custom ``torch.autograd.Function`` is kept as one
+call with its own backward by either capture (:mod:`libragrad_fx.core.functions`), and reported. Capture never changes the user's model: mutable
 Python state (e.g. LeViT's ``attention_bias_cache``) is emptied for the trace and restored after.
 """
 from __future__ import annotations
@@ -27,10 +28,11 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from . import ops
+from .functions import kept_whole
 from .nested import inline_autocast_regions
 from .recurrent import unroll_recurrent
 from .rules import GRAPH_FUNCTIONS
-from .spelling import MODULE_OPS
 
 __all__ = ["Capture", "CaptureError", "capture", "export_program", "quiet_export", "opaque_leaves", "METHODS"]
 
@@ -137,7 +139,8 @@ def _trace_fx(model: nn.Module, concrete_args: dict[str, Any], leaves: bool) -> 
         tracer = fx.Tracer(autowrap_functions=GRAPH_FUNCTIONS)
     before = set(vars(model))
     try:
-        graph = tracer.trace(model, concrete_args=concrete_args or None)
+        with kept_whole("fx"):
+            graph = tracer.trace(model, concrete_args=concrete_args or None)
         return fx.GraphModule(tracer.root, graph, type(model).__name__)
     finally:
         # the tracer stores tensors made during forward (RoPE tables...) on the model as
@@ -164,8 +167,8 @@ def opaque_leaves(gm: fx.GraphModule) -> list[fx.Node]:
         if node.op != "call_module" or node.target == "_guards_fn":
             continue
         module = gm.get_submodule(node.target)
-        entry = MODULE_OPS.get(type(module))
-        if entry is None or entry[0] in ("multi_head_attention", "rnn"):
+        entry = ops.module_op(type(module))
+        if entry is None or entry.category is ops.Category.OPAQUE:
             out.append(node)
     return out
 
@@ -213,7 +216,7 @@ def export_program(model: nn.Module, example_inputs: tuple, example_kwargs: dict
     errors = []
     for label, shapes in attempts:
         try:
-            with quiet_export():
+            with quiet_export(), kept_whole("export"):
                 program = torch.export.export(model, example_inputs, example_kwargs or None,
                                               dynamic_shapes=shapes, strict=False)
         except Exception as error:
@@ -236,10 +239,12 @@ def _is_shape_constraint(error: BaseException) -> bool:
 
 
 def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dict | None = None,
-            concrete_args: dict[str, Any] | None = None, method: str = "auto") -> Capture:
+            concrete_args: dict[str, Any] | None = None, method: str = "auto", unroll: bool = True) -> Capture:
     """Capture ``model`` as a GraphModule that shares its parameters and buffers.
 
     ``method``: ``auto`` (fx, then timm's leaf-aware fx, then torch.export), ``fx`` or ``export``.
+    ``unroll``: give fused recurrent kernels an unrolled gradient path for the rules (off when no
+    rule will run: the model's own kernel gradient is then the gradient, exactly).
     """
     if method not in METHODS:
         raise ValueError(f"unknown capture method {method!r}; valid: {', '.join(METHODS)}")
@@ -286,7 +291,7 @@ def capture(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dic
     except Exception as error:
         failures.append(f"torch.export: {_first_error_line(error)}")
         raise CaptureError(f"cannot capture {type(model).__name__}: " + "; ".join(failures)) from error
-    notes += inline_autocast_regions(gm) + unroll_recurrent(gm)
+    notes += inline_autocast_regions(gm) + (unroll_recurrent(gm) if unroll else [])
     if failures:
         notes.append("; ".join(failures))
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]

@@ -1,11 +1,16 @@
-"""Errors in what the user passed (a model spec, a file, a shape): one line, naming the problem and the fix."""
+"""Errors: bad input from the user (one line naming the problem and the fix), and a transform that
+cannot keep its promise."""
 from __future__ import annotations
 
-__all__ = ["UsageError", "first_line"]
+__all__ = ["UsageError", "ForwardMismatchError", "first_line"]
 
 
 class UsageError(ValueError):
     """Bad input from the user. The message is one line: what is wrong, then what to do about it."""
+
+
+class ForwardMismatchError(RuntimeError):
+    """The transformed graph computes another forward than the model, beyond rounding."""
 
 
 def first_line(error: object, limit: int = 240) -> str:

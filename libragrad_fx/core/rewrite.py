@@ -13,8 +13,10 @@ from typing import Any, Iterable
 import torch
 import torch.fx as fx
 
-from libragrad_fx.passes import SELF, Detach, Edit, ParamRef, Replace, Wrap
+from libragrad_fx.passes import SELF, Detach, Edit, ParamRef, Replace, Scale, Wrap
 
+from . import ops
+from .rules import factor_grad
 from .spelling import describe, is_aten
 
 __all__ = ["apply_edits", "RULE_META", "ORIGIN_META"]
@@ -69,6 +71,9 @@ def apply_edits(gm: fx.GraphModule, edits: Iterable[Edit]) -> None:
         if isinstance(edit, Detach):
             _detach(rewriter, edit)
     for edit in edits:
+        if isinstance(edit, Scale):
+            _scale(rewriter, edit)
+    for edit in edits:
         if isinstance(edit, Wrap):
             _wrap(rewriter, edit)
     for edit in edits:
@@ -102,6 +107,16 @@ def _detach(rw: _Rewriter, edit: Detach) -> None:
         cache[key] = node
     _mark(cache[key], edit)  # a shared detach serves every consumer's rule
     _set_argument(gm, consumer, edit.cut.arg, source, cache[key])
+
+
+def _scale(rw: _Rewriter, edit: Scale) -> None:
+    """``factor_grad(source, scale)`` on one argument of one consumer (a product term's factor)."""
+    source, consumer = rw.current(edit.cut.source), rw.current(edit.cut.consumer)
+    with rw.graph.inserting_before(consumer):
+        node = rw.graph.call_function(factor_grad, (source, edit.scale))
+    node.meta.update({k: v for k, v in source.meta.items() if k in ("stack_trace", "nn_module_stack", "val")})
+    _mark(node, edit)
+    _set_argument(rw.gm, consumer, edit.cut.arg, source, node)
 
 
 def _set_argument(gm: fx.GraphModule, node: fx.Node, name: str, old: fx.Node, new: fx.Node) -> None:
@@ -170,21 +185,9 @@ def _replace(rw: _Rewriter, edit: Replace) -> None:
     _mark(new, edit)
 
 
-# Module settings to pass when a module call is lowered to its function (F.<name>(x, *settings)).
-_MODULE_FUNCTIONS = {
-    torch.nn.ReLU6: (torch.nn.functional.relu6, ()),
-    torch.nn.ReLU: (torch.nn.functional.relu, ()),
-    torch.nn.Hardtanh: (torch.nn.functional.hardtanh, ("min_val", "max_val")),
-    torch.nn.ELU: (torch.nn.functional.elu, ("alpha",)),
-    torch.nn.CELU: (torch.nn.functional.celu, ("alpha",)),
-    torch.nn.SELU: (torch.nn.functional.selu, ()),
-    torch.nn.LeakyReLU: (torch.nn.functional.leaky_relu, ("negative_slope",)),
-    torch.nn.Threshold: (torch.nn.functional.threshold, ("threshold", "value")),
-    torch.nn.Hardsigmoid: (torch.nn.functional.hardsigmoid, ()),
-    torch.nn.SiLU: (torch.nn.functional.silu, ()),
-    torch.nn.Hardswish: (torch.nn.functional.hardswish, ()),
-    torch.nn.Mish: (torch.nn.functional.mish, ()),
-}
+# nn.Module type -> (function, settings): how an in-place module call is lowered to its function
+_MODULE_FUNCTIONS = {module: (op.functional, op.modules[module]) for op in ops.entries() if op.functional is not None
+                     for module in op.modules}
 
 
 def out_of_place(graph: fx.Graph, gm: fx.GraphModule, node: fx.Node, op) -> fx.Node:

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["scale_grad", "identity_rule", "straight_through", "normalize", "glu", "batch_norm_train", "instance_norm",
-           "gelu", "silu", "hardswish", "mish", "layer_norm", "rms_norm", "group_norm", "CUSTOM_OPS", "WRAPPED_ARG"]
+__all__ = ["scale_grad", "factor_grad", "identity_rule", "straight_through", "normalize", "glu", "batch_norm_train",
+           "instance_norm", "lerp", "gelu", "silu", "hardswish", "mish", "layer_norm", "rms_norm", "group_norm",
+           "GRAPH_FUNCTIONS", "WRAPPED_ARG"]
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -330,20 +331,38 @@ for _op, _backward in ((layer_norm, _layer_norm_backward), (rms_norm, _rms_norm_
     _op.register_fake(_norm_fake)
     _op.register_autograd(_backward, setup_context=_save_all)
 
-# The Python rule functions a rewritten graph calls: kept as single calls when it is traced again.
-GRAPH_FUNCTIONS = (batch_norm_train, instance_norm)
+# --- fused arithmetic -------------------------------------------------------------------------
 
-WRAPPED_ARG = {scale_grad: 0, identity_rule: 1, straight_through: 0, batch_norm_train: 1, instance_norm: 1}
+@torch.library.custom_op("libragrad::factor_grad", mutates_args=())
+def _factor_grad(x: Tensor, scale: float) -> Tensor:
+    return x.clone()
+
+
+_factor_grad.register_fake(_fake_like_first)
+_factor_grad.register_autograd(lambda ctx, grad: (grad * ctx.scale, None),
+                               setup_context=lambda ctx, inputs, output: setattr(ctx, "scale", inputs[1]))
+factor_grad = torch.ops.libragrad.factor_grad.default
+"""x in the forward (exactly); ``scale * grad`` in the backward, on one factor argument of one op.
+
+Fused arithmetic such as ``addcmul(x, a, b) = x + v a b`` is a product only in its product term:
+scaling the gradient of each of the k stream factors a, b by 1/k balances that term and leaves the
+additive argument's gradient alone (scaling the output, as :func:`scale_grad` does for a plain
+product, would halve x's too). It belongs to the op that reads it, not to the factor it carries."""
+
+
+def lerp(y: Tensor, start: Tensor, end: Tensor, weight: Tensor, k_start: float, k_end: float) -> Tensor:
+    """``lerp(a, b, w) = a - w a + w b`` with each product's gradient scaled by 1/its degree.
+
+    The weight multiplies both ends, so no factor-wise scaling balances both products at once: the
+    gradient comes from the sum written out (the value is the fused kernel's, ``y``)."""
+    surrogate = start - scale_grad(weight * start, k_start) + scale_grad(weight * end, k_end)
+    return straight_through(y, surrogate)
+
+
+# The Python rule functions a rewritten graph calls: kept as single calls when it is traced again.
+GRAPH_FUNCTIONS = (batch_norm_train, instance_norm, lerp)
+
+WRAPPED_ARG = {scale_grad: 0, identity_rule: 1, straight_through: 0, batch_norm_train: 1, instance_norm: 1, lerp: 0}
 """For each rule function that wraps a node (returns that node's value in the forward and a rule's
 gradient in the backward): the position of the wrapped value among its arguments. The wrapped node
 and its rule are one op for whoever reads a rewritten graph (its bias, its local completeness)."""
-
-CUSTOM_OPS = {
-    "gelu": torch.ops.libragrad.gelu.default,
-    "silu": torch.ops.libragrad.silu.default,
-    "hardswish": torch.ops.libragrad.hardswish.default,
-    "mish": torch.ops.libragrad.mish.default,
-    "layer_norm": torch.ops.libragrad.layer_norm.default,
-    "rms_norm": torch.ops.libragrad.rms_norm.default,
-    "group_norm": torch.ops.libragrad.group_norm.default,
-}

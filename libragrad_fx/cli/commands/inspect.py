@@ -63,6 +63,8 @@ def _render_inspect(label: str, shape: tuple[int, ...], report, data: dict) -> s
     lines.append(f"in all: {node_counts(report)}")
     lines.append("already complete: " + (", ".join(f"{k} {v}" for k, v in sorted(report.complete.items())) or "none")
                  + f"; no gradient after the rules: {report.pruned} nodes")
+    if report.buckets:
+        lines.append(report.buckets_line())
     if "file" in data:
         info = data["file"]
         lines.append(f"exported program {info['path']}: nodes applying a rule: " + (", ".join(
