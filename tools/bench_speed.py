@@ -186,8 +186,9 @@ def timed(fn: Callable) -> tuple[float, float]:
 
 
 def alternate(entries: list[Contender], runs: int, per_entry_runs: dict[str, int] | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Timing]:
-    """Warm each contender up once, then ``runs`` rounds, each contender once per round."""
+              log: Callable[[str], None] = print, loads: list[float] | None = None) -> dict[str, Timing]:
+    """Warm each contender up once, then ``runs`` rounds, each contender once per round (the machine's
+    1-minute load average after each round goes to ``loads``)."""
     per_entry_runs = per_entry_runs or {}
     out = {c.name: Timing() for c in entries}
     for c in entries:
@@ -201,6 +202,8 @@ def alternate(entries: list[Contender], runs: int, per_entry_runs: dict[str, int
             w, p = timed(c.run)
             out[c.name].wall.append(w)
             out[c.name].cpu.append(p)
+        if loads is not None:
+            loads.append(os.getloadavg()[0])
         log(f"  round {r + 1}/{runs}: " + ", ".join(f"{k} {v.wall[-1]:.2f}s" for k, v in out.items() if v.wall))
     return out
 
@@ -464,6 +467,8 @@ def main() -> None:
     parser.add_argument("--compile-models", nargs="*", default=["vit_base_patch16_224"])
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "lxt", "ig", "transform", "unpruned", "cost"])
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the models an interrupted run of the same --tag finished (speed-<tag>.partial.json)")
     parser.add_argument("--lxt-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -477,15 +482,24 @@ def main() -> None:
     wanted = {"unpruned", "ig"} - set(args.skip)
     rows: list[dict] = []
     extra: dict[str, Any] = {"tag": args.tag, "batch": args.batch, "runs": args.runs, "threads": args.threads,
-                             "torch": torch.__version__, "transform": {}, "compile": {}}
-    extra["load"] = {"at start": os.getloadavg()[0]}
+                             "torch": torch.__version__, "transform": {}, "compile": {}, "load": {}}
+    partial = args.out / f"speed-{args.tag}.partial.json"
+    if args.resume and partial.exists():  # models finished by an interrupted run of the same tag
+        done = json.loads(partial.read_text())
+        if (done["batch"], done["runs"], done["threads"]) != (args.batch, args.runs, args.threads):
+            sys.exit(f"{partial} was run with another --batch/--runs/--threads; resume with the same ones")
+        rows, extra = done.pop("rows"), done
+        print(f"resuming {partial}: {sorted({r['model'] for r in rows})} done")
     for name in args.models:
+        if any(r["model"] == name for r in rows):
+            continue
         print(f"[{name}] batch {args.batch}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}")
-        extra["load"][f"{name}"] = os.getloadavg()[0]
         model, x = build(name, args.batch)
         entries = contenders(name, model, x, wanted, compile_=name in args.compile_models)
         ig_runs = {c.name: args.ig_runs for c in entries if c.name.startswith("libragrad IG")}
-        timings = alternate(entries, args.runs, ig_runs)
+        loads: list[float] = []
+        timings = alternate(entries, args.runs, ig_runs, loads=loads)
+        extra["load"][name] = statistics.mean(loads)
         costs = count_costs(entries, model) if "cost" not in args.skip else {}
         model_rows = _rows(name, entries, timings, costs)
         if "memory" not in args.skip:
@@ -502,10 +516,12 @@ def main() -> None:
         if name in args.compile_models:
             extra["compile"][name] = compile_report(model, x)
             print(f"  compile: {extra['compile'][name]}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"rows": rows, **extra}, default=str))
     if "lxt" not in args.skip:
         rows += run_lxt(args)
-    extra["load"]["at the end"] = os.getloadavg()[0]
     write(args, rows, extra)
+    partial.unlink(missing_ok=True)
 
 
 def run_lxt(args) -> list[dict]:
@@ -557,7 +573,8 @@ def write(args, rows: list[dict], extra: dict) -> None:
              "each contender runs; elementwise ops, norms and softmax are not counted). `saved`: bytes autograd "
              "keeps for the backward (unique storages, parameters and buffers excluded). Memory: each contender "
              "alone in a fresh process, second call; extra = peak RSS of that call - RSS before it.", "",
-             f"Machine load (1-minute load average, {os.cpu_count()} cores): {_load_text(load)}.", "",
+             f"Machine load while timing (mean 1-minute load average over the rounds, {os.cpu_count()} cores): "
+             f"{_load_text(load)}.", "",
              "| model | contender | parameters | runs | CPU s | ratio (CPU) | FLOP ratio | min ratio (CPU) | "
              "ratio (wall) | saved MiB | saved ratio | peak MB | extra ratio | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
