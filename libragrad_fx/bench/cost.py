@@ -93,8 +93,10 @@ class _Counter(TorchDispatchMode):
             flops = flop_registry[packet](*args, **kwargs, out_val=out)
         else:
             flops = 0
-            if not func.is_view:
-                written = sum(t.numel() for t in _tensors(out))
+            if not func.is_view:  # nor what aliases an input (_unsafe_view, in-place ops count: they write)
+                inputs = {t.untyped_storage().data_ptr() for t in _tensors((args, list(kwargs.values())))}
+                written = sum(t.numel() for t in _tensors(out)
+                              if t.untyped_storage().data_ptr() not in inputs or func._schema.is_mutable)
                 if backward:
                     self.cost.backward_other_elements += written
                 else:
