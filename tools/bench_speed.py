@@ -1,20 +1,28 @@
 """What an explanation costs: LibraGrad and its peers against vanilla Input x Gradient.
 
-For each model, one process times every contender on the same batch, alternating them round by
-round (the first contender rotates), after one warm-up call each: the time of forward + backward
-for one explanation batch (gradients for the input only, ``torch.autograd.grad(f, x)``), as wall
-time and as this process's CPU time. Reported: medians over the rounds, and the median of the
-per-round ratios to vanilla IxG (ratios from the same round, so machine load cancels as far as it
-can). Peak memory is measured with each contender alone in a fresh subprocess (max RSS, and max
-RSS minus the RSS before the explanation). AttnLRP / CP-LRP run in the lxt environment, in their
-own process, because lxt patches torch classes process-wide; there they are timed against a
-vanilla IxG of that same process (lxt's class patches are put on and taken off between calls).
+Every ratio is like for like: each contender runs in one parameter setting (parameters frozen
+for the call, or left requiring grad as users often run a model) and is compared with vanilla IxG
+in that same setting. For each model, one process times every contender on the same batch,
+alternating them round by round (the first contender rotates), after one warm-up call each: the
+time of forward + backward for one explanation batch (gradients for the input only,
+``torch.autograd.grad(f, x)``), as wall time and as this process's CPU time. Reported: medians over
+the rounds, and the median of the per-round ratios to the baseline (ratios from the same round, so
+machine load cancels as far as it can).
 
-    python tools/bench_speed.py --tag run1            # the README table: four models, batch 8
+Beside each measured ratio stands the ratio the FLOP count predicts, counted from the ops each
+contender runs (:mod:`libragrad_fx.bench.cost`: matrix-product FLOPs of the forward and the
+backward, the transformed graph's pruned ops included), and the bytes autograd saves for the
+backward (unique storages, parameters and buffers excluded). Peak memory is measured with each
+contender alone in a fresh subprocess (max RSS, and max RSS minus the RSS before the explanation).
+AttnLRP / CP-LRP run in the lxt environment, in their own process, because lxt patches torch classes
+process-wide; there they are timed against a vanilla IxG of that same process (lxt's class patches
+are put on and taken off between calls).
+
+    python tools/bench_speed.py --tag run1            # every model, batch 8
     python tools/bench_speed.py --models vit_small_patch16_224 --runs 5 --skip memory lxt
 
-Writes ``docs/bench/speed-<tag>.csv`` and ``.md``. Threads default to 1: the benchmark machine has
-two cores shared with other jobs, and one thread per process keeps CPU time meaningful.
+Writes ``docs/bench/speed-<tag>.csv``, ``.md`` and ``.json``. Threads default to 1: the benchmark
+machine has two cores shared with other jobs, and one thread per process keeps CPU time meaningful.
 """
 from __future__ import annotations
 
@@ -37,7 +45,8 @@ from typing import Any, Callable
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("vit_small_patch16_224", "vit_base_patch16_224", "eva02_small_patch14_224", "mixer_b16_224")
+MODELS = ("vit_small_patch16_224", "vit_base_patch16_224", "eva02_small_patch14_224", "mixer_b16_224", "convnext_tiny",
+          "swin_tiny_patch4_window7_224")
 LXT_PYTHON = os.environ.get("LXT_PYTHON", "/work/venv-lxt/bin/python")
 TARGET = 1
 IG_STEPS = 32
@@ -65,13 +74,31 @@ def input_x_gradient(f: Callable, x: torch.Tensor) -> torch.Tensor:
 
 # --- contenders (main process) ---------------------------------------------------------------
 
+VANILLA = {True: "vanilla IxG, frozen", False: "vanilla IxG"}
+"""The baseline of each parameter setting (frozen for the call or not)."""
+
+
 @dataclass
 class Contender:
     name: str
     make: Callable[[], Callable[[], Any]]
     """Builds the contender (transform, compile, method objects) and returns its explanation call."""
     note: str = ""
+    frozen: bool = True
+    """The parameter setting its call runs in; it is compared with vanilla IxG in the same setting."""
+    baseline: str | None = None
+    """The contender it is compared with; default: vanilla IxG in the same parameter setting."""
+    counted: bool = True
+    """Whether FLOPs and saved bytes are counted (not for compiled code: a dispatch mode would trace it again)."""
     run: Callable[[], Any] | None = None
+
+    @property
+    def setting(self) -> str:
+        return "frozen" if self.frozen else "require grad"
+
+    @property
+    def base(self) -> str:
+        return self.baseline or VANILLA[self.frozen]
 
     def build(self) -> "Contender":
         if self.run is None:
@@ -105,18 +132,17 @@ def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[s
             return torch.compile(transformed(), fullgraph=True)
 
     out = [
-        Contender("vanilla IxG", ixg(lambda: model, False), "parameters require grad (as users run it)"),
+        Contender("vanilla IxG", ixg(lambda: model, False), "as users often run it", frozen=False),
         Contender("vanilla IxG, frozen", ixg(lambda: model, True), "parameters frozen for the call"),
-        Contender("libragrad IxG", ixg(transformed, False), "parameters require grad"),
-        Contender("libragrad IxG, frozen", ixg(transformed, True),
-                  "frozen_parameters(): what attribution methods should run"),
+        Contender("libragrad IxG", ixg(transformed, False), "", frozen=False),
+        Contender("libragrad IxG, frozen", ixg(transformed, True), "frozen_parameters(): what libragrad_fx.attr runs"),
     ]
     if "unpruned" in wanted:
         out.append(Contender("libragrad IxG, unpruned", ixg(lambda: lf.transform(model, example, prune=False), True),
-                             "transform(prune=False), parameters frozen"))
+                             "transform(prune=False)"))
     if compile_:
-        out.append(Contender("libragrad IxG, compiled", ixg(compiled, True),
-                             "torch.compile(fullgraph=True), parameters frozen"))
+        out.append(Contender("libragrad IxG, compiled", ixg(compiled, True), "torch.compile(fullgraph=True)",
+                             counted=False))
     try:
         from libragrad_fx import attr
     except ImportError:
@@ -124,17 +150,25 @@ def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[s
     target = [TARGET] * x.shape[0]
     out.append(Contender("libragrad FullGrad",
                          lambda: frozen(functools.partial(attr.FullGrad(transformed()).attribute, x, target=target)),
-                         "libragrad_fx.attr.FullGrad, parameters frozen"))
+                         "libragrad_fx.attr.FullGrad"))
     if "ig" in wanted:
         out.append(Contender(f"libragrad IG-{IG_STEPS}", lambda: frozen(functools.partial(
             attr.IntegratedGradients(transformed()).attribute, x, target=target, n_steps=IG_STEPS,
             internal_batch_size=x.shape[0])),
-            f"libragrad_fx.attr.IntegratedGradients, {IG_STEPS} steps, {x.shape[0]} rows per pass, frozen"))
-    if not name.startswith("mixer"):
+            f"libragrad_fx.attr.IntegratedGradients, {IG_STEPS} steps, {x.shape[0]} rows per pass"))
+    if name.startswith(("vit", "eva02")):  # token-to-token attention maps (not windows, not mixing MLPs)
         out.append(Contender("GAE (vanilla)", lambda: functools.partial(
             attr.GAE(model, preset="vanilla").attribute, x, target=target),
-            "libragrad_fx.attr.GAE(preset='vanilla'): Chefer et al.'s rollout, parameters require grad"))
+            "libragrad_fx.attr.GAE(preset='vanilla'): Chefer et al.'s rollout", frozen=False))
     return out
+
+
+def count_costs(entries: list[Contender], model: torch.nn.Module) -> dict[str, Any]:
+    """FLOPs and saved bytes of each (built) contender's call, counted from the ops it runs."""
+    from libragrad_fx.bench.cost import measure
+
+    state = list(model.parameters()) + list(model.buffers())
+    return {c.name: measure(c.run, exclude=state) for c in entries if c.counted}
 
 
 # --- timing ----------------------------------------------------------------------------------
@@ -152,8 +186,9 @@ def timed(fn: Callable) -> tuple[float, float]:
 
 
 def alternate(entries: list[Contender], runs: int, per_entry_runs: dict[str, int] | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Timing]:
-    """Warm each contender up once, then ``runs`` rounds, each contender once per round."""
+              log: Callable[[str], None] = print, loads: list[float] | None = None) -> dict[str, Timing]:
+    """Warm each contender up once, then ``runs`` rounds, each contender once per round (the machine's
+    1-minute load average after each round goes to ``loads``)."""
     per_entry_runs = per_entry_runs or {}
     out = {c.name: Timing() for c in entries}
     for c in entries:
@@ -167,6 +202,8 @@ def alternate(entries: list[Contender], runs: int, per_entry_runs: dict[str, int
             w, p = timed(c.run)
             out[c.name].wall.append(w)
             out[c.name].cpu.append(p)
+        if loads is not None:
+            loads.append(os.getloadavg()[0])
         log(f"  round {r + 1}/{runs}: " + ", ".join(f"{k} {v.wall[-1]:.2f}s" for k, v in out.items() if v.wall))
     return out
 
@@ -282,6 +319,9 @@ def lxt_patches(variant: str) -> list[tuple[Any, str, Any]]:
     return out
 
 
+LXT_BASE = "vanilla IxG (lxt process)"
+
+
 def lxt_contenders(name: str, model: torch.nn.Module, x: torch.Tensor) -> list[Contender]:
     def patched(variant: str) -> Callable[[], Callable]:
         def make():
@@ -293,12 +333,12 @@ def lxt_contenders(name: str, model: torch.nn.Module, x: torch.Tensor) -> list[C
             return run
         return make
 
-    out = [Contender("vanilla IxG (lxt process)", lambda: functools.partial(input_x_gradient, model, x),
-                     "no patches, parameters require grad")]
+    lxt = dict(frozen=False, baseline=LXT_BASE, counted=False)
+    out = [Contender(LXT_BASE, lambda: functools.partial(input_x_gradient, model, x), "no patches", **lxt)]
     if not name.startswith("mixer"):
         out.append(Contender("lxt CP-LRP IxG", patched("cp"), "lxt's rules on timm (q, k detached after the qkv "
-                                                             "projection), parameters require grad"))
-    out.append(Contender("lxt AttnLRP IxG", patched("attnlrp"), "lxt's rules on timm, parameters require grad"))
+                                                             "projection)", **lxt))
+    out.append(Contender("lxt AttnLRP IxG", patched("attnlrp"), "lxt's rules on timm", **lxt))
     return out
 
 
@@ -310,7 +350,7 @@ def lxt_child(models: list[str], batch: int, runs: int) -> None:
         entries = lxt_contenders(name, model, x)
         print(f"[lxt] {name}", file=sys.stderr)
         timings = alternate(entries, runs, log=lambda s: print(s, file=sys.stderr))
-        rows += _rows(name, entries, timings, "vanilla IxG (lxt process)")
+        rows += _rows(name, entries, timings)
     if "vit_base_patch16_224" in models:
         import torchvision
         from lxt.efficient import monkey_patch  # noqa: F401  (the documented entry point; we patch reversibly)
@@ -330,26 +370,41 @@ def lxt_child(models: list[str], batch: int, runs: int) -> None:
         def lxt_run():
             with context:
                 return input_x_gradient(model, x)
-        entries = [Contender("vanilla IxG (lxt process)", lambda: functools.partial(input_x_gradient, model, x),
-                             "torchvision's ViT-B/16"),
-                   Contender("lxt CP-LRP IxG", lambda: lxt_run, "lxt's own cp_LRP map for torchvision's ViT")]
+        lxt = dict(frozen=False, baseline=LXT_BASE, counted=False)
+        entries = [Contender(LXT_BASE, lambda: functools.partial(input_x_gradient, model, x), "torchvision's ViT-B/16",
+                             **lxt),
+                   Contender("lxt CP-LRP IxG", lambda: lxt_run, "lxt's own cp_LRP map for torchvision's ViT", **lxt)]
         print("[lxt] torchvision vit_b_16", file=sys.stderr)
         timings = alternate(entries, runs, log=lambda s: print(s, file=sys.stderr))
-        rows += _rows("torchvision_vit_b_16", entries, timings, "vanilla IxG (lxt process)")
+        rows += _rows("torchvision_vit_b_16", entries, timings)
     print(json.dumps(rows))
 
 
-def _rows(model: str, entries: list[Contender], timings: dict[str, Timing], base: str) -> list[dict]:
+def _rows(model: str, entries: list[Contender], timings: dict[str, Timing], costs: dict | None = None) -> list[dict]:
     rows = []
+    costs = costs or {}
     for c in entries:
         t = timings[c.name]
         if not t.wall:
             continue
-        rows.append({"model": model, "contender": c.name, "runs": len(t.wall),
-                     "wall_s": statistics.median(t.wall), "cpu_s": statistics.median(t.cpu), "min_cpu_s": min(t.cpu),
-                     "ratio_wall": ratio(timings, c.name, base, "wall"),
-                     "ratio_cpu": ratio(timings, c.name, base, "cpu"),
-                     "ratio_min_cpu": min(t.cpu) / min(timings[base].cpu), "note": c.note})
+        base = c.base
+        row = {"model": model, "contender": c.name, "parameters": c.setting, "baseline": base, "runs": len(t.wall),
+               "wall_s": statistics.median(t.wall), "cpu_s": statistics.median(t.cpu), "min_cpu_s": min(t.cpu),
+               "ratio_wall": ratio(timings, c.name, base, "wall"),
+               "ratio_cpu": ratio(timings, c.name, base, "cpu"),
+               "ratio_min_cpu": min(t.cpu) / min(timings[base].cpu), "note": c.note}
+        if c.name == VANILLA[True] and VANILLA[False] in timings:  # what freezing alone changes
+            row["freeze_ratio_cpu"] = ratio(timings, c.name, VANILLA[False], "cpu")
+            if c.name in costs and VANILLA[False] in costs:
+                row["freeze_ratio_saved"] = costs[c.name].saved_bytes / costs[VANILLA[False]].saved_bytes
+        mine, theirs = costs.get(c.name), costs.get(base)
+        if mine is not None:
+            row.update(gflops_forward=mine.forward_flops / 1e9, gflops_backward=mine.backward_flops / 1e9,
+                       saved_mib=mine.saved_bytes / 2 ** 20, other_melements=mine.other_elements / 1e6)
+            if theirs is not None:
+                row.update(flop_ratio=mine.flops / theirs.flops, saved_ratio=mine.saved_bytes / theirs.saved_bytes,
+                           other_ratio=mine.other_elements / theirs.other_elements)
+        rows.append(row)
     return rows
 
 
@@ -410,8 +465,10 @@ def main() -> None:
     parser.add_argument("--tag", default="local")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--compile-models", nargs="*", default=["vit_base_patch16_224"])
-    parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "lxt", "ig", "transform", "unpruned"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "lxt", "ig", "transform", "unpruned", "cost"])
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the models an interrupted run of the same --tag finished (speed-<tag>.partial.json)")
     parser.add_argument("--lxt-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -425,14 +482,26 @@ def main() -> None:
     wanted = {"unpruned", "ig"} - set(args.skip)
     rows: list[dict] = []
     extra: dict[str, Any] = {"tag": args.tag, "batch": args.batch, "runs": args.runs, "threads": args.threads,
-                             "torch": torch.__version__, "transform": {}, "compile": {}}
+                             "torch": torch.__version__, "transform": {}, "compile": {}, "load": {}}
+    partial = args.out / f"speed-{args.tag}.partial.json"
+    if args.resume and partial.exists():  # models finished by an interrupted run of the same tag
+        done = json.loads(partial.read_text())
+        if (done["batch"], done["runs"], done["threads"]) != (args.batch, args.runs, args.threads):
+            sys.exit(f"{partial} was run with another --batch/--runs/--threads; resume with the same ones")
+        rows, extra = done.pop("rows"), done
+        print(f"resuming {partial}: {sorted({r['model'] for r in rows})} done")
     for name in args.models:
-        print(f"[{name}] batch {args.batch}, {args.threads} thread(s)")
+        if any(r["model"] == name for r in rows):
+            continue
+        print(f"[{name}] batch {args.batch}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}")
         model, x = build(name, args.batch)
         entries = contenders(name, model, x, wanted, compile_=name in args.compile_models)
         ig_runs = {c.name: args.ig_runs for c in entries if c.name.startswith("libragrad IG")}
-        timings = alternate(entries, args.runs, ig_runs)
-        model_rows = _rows(name, entries, timings, "vanilla IxG")
+        loads: list[float] = []
+        timings = alternate(entries, args.runs, ig_runs, loads=loads)
+        extra["load"][name] = statistics.mean(loads)
+        costs = count_costs(entries, model) if "cost" not in args.skip else {}
+        model_rows = _rows(name, entries, timings, costs)
         if "memory" not in args.skip:
             for row in model_rows:
                 if "compiled" in row["contender"]:
@@ -447,9 +516,12 @@ def main() -> None:
         if name in args.compile_models:
             extra["compile"][name] = compile_report(model, x)
             print(f"  compile: {extra['compile'][name]}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"rows": rows, **extra}, default=str))
     if "lxt" not in args.skip:
         rows += run_lxt(args)
     write(args, rows, extra)
+    partial.unlink(missing_ok=True)
 
 
 def run_lxt(args) -> list[dict]:
@@ -477,12 +549,12 @@ def run_lxt(args) -> list[dict]:
 def write(args, rows: list[dict], extra: dict) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / f"speed-{args.tag}"
-    fields = ["model", "contender", "runs", "wall_s", "cpu_s", "min_cpu_s", "ratio_wall", "ratio_cpu", "ratio_min_cpu",
-              "peak_mb", "extra_mb", "mem_ratio_extra", "mem_ratio_peak", "note"]
-    for row in rows:  # memory ratios against the vanilla IxG of the same model and process kind
-        base_name = "vanilla IxG (lxt process)" if "(lxt" in row["contender"] or row["contender"].startswith(
-            "lxt") else "vanilla IxG"
-        ref = next((r for r in rows if r["model"] == row["model"] and r["contender"] == base_name), None)
+    fields = ["model", "contender", "parameters", "baseline", "runs", "wall_s", "cpu_s", "min_cpu_s", "ratio_wall",
+              "ratio_cpu", "ratio_min_cpu", "flop_ratio", "gflops_forward", "gflops_backward", "other_melements",
+              "other_ratio", "saved_mib", "saved_ratio", "peak_mb", "extra_mb", "mem_ratio_extra", "mem_ratio_peak",
+              "note"]
+    for row in rows:  # memory ratios against the row's own baseline (same model, setting and process kind)
+        ref = next((r for r in rows if r["model"] == row["model"] and r["contender"] == row["baseline"]), None)
         if ref and ref.get("extra_mb") and row.get("extra_mb") is not None:
             row["mem_ratio_extra"] = row["extra_mb"] / ref["extra_mb"]
             row["mem_ratio_peak"] = row["peak_mb"] / ref["peak_mb"]
@@ -490,19 +562,33 @@ def write(args, rows: list[dict], extra: dict) -> None:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    load = extra.get("load", {})
     lines = [f"# Explanation cost, run `{args.tag}`", "",
              f"torch {extra['torch']}, batch {args.batch}, {args.threads} thread(s), contenders alternating, "
-             "`runs` rounds after one warm-up each. Times are medians; ratios are medians of per-round ratios "
-             "against vanilla IxG (lxt rows: against vanilla IxG in the lxt process); `min ratio` is the ratio of "
-             "the minimum CPU times (the least disturbed rounds). Memory: each contender alone in a fresh "
-             "process, second call; extra = peak RSS of that call - RSS before it.", "",
-             "| model | contender | runs | wall s | CPU s | ratio (wall) | ratio (CPU) | min ratio (CPU) | peak MB | "
-             "extra MB | extra ratio | note |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "`runs` rounds after one warm-up each. Every ratio is like for like: against vanilla IxG in the same "
+             "parameter setting (`parameters`: frozen for the call, or left requiring grad; lxt rows: against "
+             "vanilla IxG in the lxt process). Times are medians; `ratio (CPU)` is the median of per-round CPU-time "
+             "ratios, `min ratio` the ratio of the minimum CPU times (the least disturbed rounds). `FLOP ratio`: "
+             "the ratio the FLOP count predicts (matrix-product FLOPs of forward + backward, counted from the ops "
+             "each contender runs; elementwise ops, norms and softmax are not counted). `saved`: bytes autograd "
+             "keeps for the backward (unique storages, parameters and buffers excluded). Memory: each contender "
+             "alone in a fresh process, second call; extra = peak RSS of that call - RSS before it.", "",
+             f"Machine load while timing (mean 1-minute load average over the rounds, {os.cpu_count()} cores): "
+             f"{_load_text(load)}.", "",
+             "| model | contender | parameters | runs | CPU s | ratio (CPU) | FLOP ratio | min ratio (CPU) | "
+             "ratio (wall) | saved MiB | saved ratio | peak MB | extra ratio | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['contender']} | {r['runs']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-                     f"{r['ratio_wall']:.3f} | {r['ratio_cpu']:.3f} | {r['ratio_min_cpu']:.3f} | "
-                     f"{_fmt(r.get('peak_mb'), 0)} | {_fmt(r.get('extra_mb'), 0)} | "
-                     f"{_fmt(r.get('mem_ratio_extra'), 3)} | {r['note']} |")
+        lines.append(f"| {r['model']} | {r['contender']} | {r['parameters']} | {r['runs']} | {r['cpu_s']:.2f} | "
+                     f"{r['ratio_cpu']:.3f} | {_fmt(r.get('flop_ratio'), 3)} | {r['ratio_min_cpu']:.3f} | "
+                     f"{r['ratio_wall']:.3f} | {_fmt(r.get('saved_mib'), 0)} | {_fmt(r.get('saved_ratio'), 3)} | "
+                     f"{_fmt(r.get('peak_mb'), 0)} | {_fmt(r.get('mem_ratio_extra'), 3)} | {r['note']} |")
+    freeze = [r for r in rows if r.get("freeze_ratio_cpu") is not None]
+    if freeze:
+        lines += ["", "## What freezing the parameters changes (vanilla IxG, frozen / requiring grad)", "",
+                  "| model | ratio (CPU) | saved bytes ratio |", "|---|---|---|"]
+        lines += [f"| {r['model']} | {r['freeze_ratio_cpu']:.3f} | {_fmt(r.get('freeze_ratio_saved'), 3)} |"
+                  for r in freeze]
     for name, cases in extra["transform"].items():
         lines += ["", f"## transform() time, {name}", "", "| case | median s | min s |", "|---|---|---|"]
         lines += [f"| {c['case']} | {c['wall_s']:.3f} | {c['min_s']:.3f} |" for c in cases]
@@ -512,6 +598,12 @@ def write(args, rows: list[dict], extra: dict) -> None:
     (args.out / f"speed-{args.tag}.json").write_text(json.dumps({"rows": rows, **extra}, indent=1, default=str))
     print("\n".join(lines))
     print(f"\nwrote {base}.csv, .md, .json")
+
+
+def _load_text(load: dict) -> str:
+    if not load:
+        return "not recorded"
+    return ", ".join(f"{name} {value:.1f}" for name, value in load.items())
 
 
 def _fmt(value: Any, digits: int) -> str:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .wanted import record_inputs, wanted
+
 __all__ = ["linear_cols", "attention", "live_ranges", "read_by_backward"]
 
 
@@ -49,6 +51,7 @@ def _linear_cols_fake(input, weight, bias, live):
 
 def _linear_cols_setup(ctx, inputs, output):
     input, weight, bias, live = inputs
+    record_inputs(ctx, inputs)
     needs = ctx.needs_input_grad
     # the input is read by the weight gradient only: keep it alive only if that may be asked for
     ctx.save_for_backward(input if needs[1] else None, weight)
@@ -61,7 +64,7 @@ def _linear_cols_backward(ctx, grad):
     # under autocast the forward multiplied in the gradient's (lower) dtype: the backward does too,
     # also when it runs outside autocast
     weight = weight.to(grad.dtype)
-    needs = ctx.needs_input_grad
+    needs = wanted(ctx)  # a weight that requires grad, in a backward asked for inputs only: no dW
     dx = dw = db = None
     if needs[0]:
         for start, stop in ctx.live:
@@ -108,7 +111,9 @@ def _attention_setup(ctx, inputs, output):
     if dropout_p != 0.0:
         raise RuntimeError("libragrad::attention: dropout_p must be 0 (a dropped-out attention map cannot be "
                            "recomputed in the backward); put the model in eval mode")
-    ctx.save_for_backward(query, key, attn_mask)
+    record_inputs(ctx, inputs)
+    # dv = A^T dO needs A: q and k (and the mask) recompute it; nothing else of the score path is kept
+    ctx.save_for_backward(*((query, key, attn_mask) if ctx.needs_input_grad[2] else (None, None, None)))
     ctx.settings = (is_causal, scale, enable_gqa, value.shape[-3])
 
 
@@ -136,12 +141,27 @@ def _attention_backward(ctx, grad):
     query, key, attn_mask = ctx.saved_tensors
     is_causal, scale, enable_gqa, kv_heads = ctx.settings
     dv = None
-    if ctx.needs_input_grad[2]:
-        weights = attention_weights(query, key, attn_mask, is_causal, scale, enable_gqa).to(grad.dtype)
-        dv = torch.matmul(weights.transpose(-2, -1), grad)
+    if wanted(ctx)[2]:
+        if query.device.type == "cpu" and query.dim() == 4 and query.shape[:2] == key.shape[:2]:
+            # one sample at a time: q and k are views into a fused qkv and dO a transposed view, which
+            # a 3-d product reads in place (a 4-d one folds batch and heads, copying each of them)
+            dv = torch.empty(grad.shape[:2] + key.shape[2:3] + grad.shape[3:], dtype=grad.dtype, device=grad.device)
+            for b in range(query.shape[0]):
+                weights = attention_weights(query[b], key[b], _sample(attn_mask, b), is_causal, scale, False).to(grad.dtype)
+                torch.matmul(weights.transpose(-2, -1), grad[b], out=dv[b])
+        else:
+            weights = attention_weights(query, key, attn_mask, is_causal, scale, enable_gqa).to(grad.dtype)
+            dv = torch.matmul(weights.transpose(-2, -1), grad)
         if dv.shape[-3] != kv_heads:  # GQA: each key/value head served a group of query heads
             dv = dv.unflatten(-3, (kv_heads, -1)).sum(-3)
     return None, None, dv, None, None, None, None, None
+
+
+def _sample(mask: Optional[Tensor], b: int) -> Optional[Tensor]:
+    """Sample ``b`` of a mask broadcastable to (batch, heads, L, S)."""
+    if mask is None or mask.dim() < 4:
+        return mask
+    return mask[b] if mask.shape[0] > 1 else mask[0]
 
 
 attention.register_autograd(_attention_backward, setup_context=_attention_setup)

@@ -22,6 +22,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
+
+from .wanted import record_inputs, wanted
 
 __all__ = ["scale_grad", "factor_grad", "identity_rule", "straight_through", "normalize", "glu", "batch_norm_train",
            "instance_norm", "lerp", "gelu", "silu", "hardswish", "mish", "layer_norm", "rms_norm", "group_norm",
@@ -57,8 +60,8 @@ is 1/k of its linearisation: scaling the product's output gradient by 1/k does i
 
 def _identity_gate(x: Tensor, y: Tensor, f0: float, slope0: float) -> Tensor:
     tiny = torch.finfo(x.dtype).eps
-    safe = torch.where(x.abs() > tiny, x, torch.ones_like(x))
-    return torch.where(x.abs() > tiny, (y - f0) / safe, torch.full_like(x, slope0))
+    gate = torch.sub(y, f0).div_(x)  # inf or nan where x ~ 0: replaced below
+    return gate.masked_fill_(x.abs() <= tiny, slope0)
 
 
 @torch.library.custom_op("libragrad::identity_rule", mutates_args=())
@@ -68,13 +71,14 @@ def _identity_rule(x: Tensor, y: Tensor, f0: float, slope0: float) -> Tensor:
 
 def _identity_rule_setup(ctx, inputs, output):
     x, y, f0, slope0 = inputs
-    ctx.save_for_backward(x, y)
-    ctx.f0, ctx.slope0 = f0, slope0
+    record_inputs(ctx, inputs)
+    # the gate is all the backward reads: one tensor kept instead of x and y (and y's history)
+    ctx.save_for_backward(_identity_gate(x, y, f0, slope0) if ctx.needs_input_grad[0] else None)
 
 
 def _identity_rule_backward(ctx, grad):
-    x, y = ctx.saved_tensors
-    return grad * _identity_gate(x, y, ctx.f0, ctx.slope0), None, None, None
+    (gate,) = ctx.saved_tensors
+    return (grad * gate if gate is not None and wanted(ctx)[0] else None), None, None, None
 
 
 _identity_rule.register_fake(lambda x, y, f0, slope0: torch.empty_like(y))
@@ -102,13 +106,14 @@ def _normalize(x: Tensor, p: float, dim: int, eps: float) -> Tensor:
 
 
 def _normalize_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-    ctx.p, ctx.dim, ctx.eps = inputs[1:]
+    x, p, dim, eps = inputs
+    # the detached norm is all the backward reads: a per-row value instead of x
+    ctx.save_for_backward(x.norm(p, dim, keepdim=True).clamp_min(eps) if ctx.needs_input_grad[0] else None)
 
 
 def _normalize_backward(ctx, grad):
-    (x,) = ctx.saved_tensors
-    return grad / x.norm(ctx.p, ctx.dim, keepdim=True).clamp_min(ctx.eps), None, None, None
+    (norm,) = ctx.saved_tensors
+    return (grad / norm if norm is not None else None), None, None, None
 
 
 _normalize.register_fake(_fake_like_first)
@@ -123,14 +128,17 @@ def _glu(x: Tensor, dim: int) -> Tensor:
 
 
 def _glu_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-    ctx.dim = inputs[1]
+    x, dim = inputs
+    ctx.dim = dim
+    # the gate sigmoid(b) is all the backward reads: half of x
+    ctx.save_for_backward(torch.sigmoid(x.chunk(2, dim)[1]) if ctx.needs_input_grad[0] else None)
 
 
 def _glu_backward(ctx, grad):
-    (x,) = ctx.saved_tensors
-    _, b = x.chunk(2, ctx.dim)
-    return torch.cat([grad * torch.sigmoid(b), torch.zeros_like(b)], ctx.dim), None
+    (gate,) = ctx.saved_tensors
+    if gate is None:
+        return None, None
+    return torch.cat([grad * gate, torch.zeros_like(gate)], ctx.dim), None
 
 
 _glu.register_fake(lambda x, dim: x.chunk(2, dim)[0].new_empty(x.chunk(2, dim)[0].shape))
@@ -161,17 +169,28 @@ def instance_norm(x: Tensor, y: Tensor, weight: Optional[Tensor], eps: float) ->
 
 # --- fused kernels as custom ops -------------------------------------------------------------
 
-def _gelu_gate(x: Tensor, approximate: str) -> Tensor:
-    if approximate == "tanh":
-        return 0.5 * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
-    return 0.5 * (1.0 + torch.erf(x * _SQRT_HALF))
+def _half_product(grad: Tensor, gate: Tensor) -> Tensor:
+    """``grad * gate / 2`` written into ``gate`` (one pass: the 1/2 rides on addcmul's scalar)."""
+    return torch.addcmul(gate.new_zeros(()), grad, gate, value=0.5, out=gate)
 
 
 def _gelu_backward(grad: Tensor, x: Tensor, approximate: str) -> Tensor:
-    """``grad * Phi(x)``; Phi(x) = erfc(-x / sqrt 2) / 2 written in place: four passes over x, not six."""
+    """``grad * Phi(x)``, three passes over x: Phi(x) = erfc(-x / sqrt 2) / 2 in place, then the product.
+
+    tanh approximation: Phi(x) ~ (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2."""
     if approximate == "tanh":
-        return grad * _gelu_gate(x, approximate)
-    return torch.mul(x, -_SQRT_HALF).erfc_().mul_(grad).mul_(0.5)
+        inner = torch.mul(x, x).mul_(0.044715 * _SQRT_2_OVER_PI).add_(_SQRT_2_OVER_PI).mul_(x)
+        return _half_product(grad, inner.tanh_().add_(1.0))
+    return _half_product(grad, torch.mul(x, -_SQRT_HALF).erfc_())
+
+
+def _silu_backward(grad: Tensor, x: Tensor) -> Tensor:
+    """``grad * sigmoid(x)`` in one fused pass: softplus' derivative is the sigmoid.
+
+    softplus_backward returns ``grad`` itself above its threshold; at 2 - log(eps) the sigmoid
+    already rounds to 1 in the dtype and exp(x) is still finite."""
+    threshold = 2.0 - math.log(torch.finfo(x.dtype).eps)
+    return torch.ops.aten.softplus_backward(grad, x, 1.0, threshold)
 
 
 @torch.library.custom_op("libragrad::gelu", mutates_args=())
@@ -201,20 +220,21 @@ def mish(x: Tensor) -> Tensor:
 # grad * gate(x): the activation's gate detached (docs/METHOD.md section 2, nonlinearity)
 _ACTIVATION_BACKWARDS = {
     "gelu": lambda grad, x, args: _gelu_backward(grad, x, args[0] if args else "none"),
-    "silu": lambda grad, x, args: grad * torch.sigmoid(x),
-    "hardswish": lambda grad, x, args: grad * (F.relu6(x + 3.0) / 6.0),
-    "mish": lambda grad, x, args: grad * torch.tanh(F.softplus(x)),
+    "silu": lambda grad, x, args: _silu_backward(grad, x),
+    "hardswish": lambda grad, x, args: F.hardsigmoid(x).mul_(grad),  # relu6(x + 3) / 6
+    "mish": lambda grad, x, args: F.softplus(x).tanh_().mul_(grad),
 }
 
 
 def _register_activation(op, name: str) -> None:
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
+        ctx.save_for_backward(inputs[0] if ctx.needs_input_grad[0] else None)
         ctx.extra = tuple(inputs[1:])
 
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return (_ACTIVATION_BACKWARDS[name](grad, x, ctx.extra),) + (None,) * len(ctx.extra)
+        dx = _ACTIVATION_BACKWARDS[name](grad, x, ctx.extra) if x is not None else None
+        return (dx,) + (None,) * len(ctx.extra)
 
     op.register_fake(lambda x, *args: torch.empty_like(x))
     op.register_autograd(backward, setup_context=setup_context)
@@ -228,7 +248,13 @@ for _op, _name in ((gelu, "gelu"), (silu, "silu"), (hardswish, "hardswish"), (mi
 def layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], bias: Optional[Tensor],
                eps: float) -> Tensor:
     """LayerNorm forward; backward with the standard deviation detached (mean subtraction kept)."""
-    return F.layer_norm(x, normalized_shape, weight, bias, eps)
+    if torch.is_autocast_enabled(x.device.type):
+        return F.layer_norm(x, normalized_shape, weight, bias, eps)  # autocast's cast, then this very kernel
+    # F.layer_norm returns native_layer_norm's first output (the same kernel): its statistics are
+    # handed to the backward here instead of being recomputed there
+    y, mean, rstd = torch.native_layer_norm(x, normalized_shape, weight, bias, eps)
+    _FORWARD_STATISTICS[y] = (mean, rstd)
+    return y
 
 
 @torch.library.custom_op("libragrad::rms_norm", mutates_args=())
@@ -253,18 +279,22 @@ def _norm_fake(x, *args):
     return torch.empty_like(x)
 
 
-def _save_all(ctx, inputs, output):
-    ctx.save_for_backward(*(t for t in inputs if isinstance(t, Tensor)))
-    ctx.args = tuple(None if isinstance(t, Tensor) else t for t in inputs)
-    ctx.tensor_slots = [i for i, t in enumerate(inputs) if isinstance(t, Tensor)]
+_FORWARD_STATISTICS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+"""A fused norm's statistics, keyed by its output: a custom op returns one tensor, so the forward
+leaves mean and rstd here for setup_context to take (an entry nobody takes dies with its output).
+Wherever the forward did not leave them (fake tensors under torch.compile, autocast), setup_context
+computes them."""
 
 
-def _saved(ctx) -> list:
-    """The op's inputs back, with the tensors from saved_tensors."""
-    values = list(ctx.args)
-    for slot, tensor in zip(ctx.tensor_slots, ctx.saved_tensors):
-        values[slot] = tensor
-    return values
+def _layer_norm_setup(ctx, inputs, output):
+    x, shape, weight, bias, eps = inputs
+    record_inputs(ctx, inputs)
+    stats = _FORWARD_STATISTICS.pop(output, None)
+    mean, rstd = stats if stats is not None else torch.native_layer_norm(x, shape, None, None, eps)[1:]
+    # dx needs rstd (and the weight) only: x and the mean are kept for a weight gradient alone
+    keep = weight is not None and ctx.needs_input_grad[2]
+    ctx.save_for_backward(x if keep else None, mean if keep else None, rstd, weight)
+    ctx.shape = list(shape)
 
 
 def _in_dtype(values: list, dtype: torch.dtype) -> list:
@@ -275,61 +305,90 @@ def _in_dtype(values: list, dtype: torch.dtype) -> list:
 
 
 def _layer_norm_backward(ctx, grad):
-    """dx = rstd * (g - mean(g)), g = grad * w, from the fused kernels.
-
-    The statistics come from ``native_layer_norm`` (the forward's kernel; one fused pass). Its
-    backward kernel computes rstd * (g - mean(g) - x_hat * mean(g * x_hat)); given the row mean as
-    the input, x_hat = 0 and the variance term (the one the rule detaches) is gone.
-    """
-    x, shape, weight, bias, eps = _in_dtype(_saved(ctx), grad.dtype)
-    shape = list(shape)
-    _, mean, rstd = torch.native_layer_norm(x, shape, None, None, eps)
-    needs = ctx.needs_input_grad
+    """dx = rstd * (g - mean(g)), g = grad * w; the weight's and bias's gradients when asked."""
+    x, mean, rstd, weight = _in_dtype(list(ctx.saved_tensors), grad.dtype)
+    shape = ctx.shape
+    want = wanted(ctx)
     dx = dw = db = None
-    if needs[0]:
-        dx = torch.ops.aten.native_layer_norm_backward(grad, mean.expand_as(x), shape, mean, rstd, weight, None,
-                                                       [True, False, False])[0]
-    want_w, want_b = weight is not None and needs[2], bias is not None and needs[3]
-    if want_w or want_b:  # x_hat with the statistic detached is x_hat itself: the kernel's dw, db
-        _, dw, db = torch.ops.aten.native_layer_norm_backward(grad, x, shape, mean, rstd, weight, bias,
-                                                              [False, want_w, want_b])
+    if want[0]:
+        rows = grad.shape[:grad.dim() - len(shape)]
+        g = grad.reshape(*rows, -1)
+        if weight is not None:  # mean(grad * w) as a matrix-vector product: one read of grad
+            w = weight.reshape(-1)
+            dx = torch.addcmul(torch.matmul(g, w).unsqueeze_(-1).div_(-w.numel()), g, w)
+        else:
+            dx = g - g.mean(-1, keepdim=True)
+        dx = dx.mul_(rstd.reshape(*rows, 1)).view(grad.shape)
+    if weight is not None and want[2]:  # x_hat with the statistic detached is x_hat itself: the kernel's dw
+        dw = torch.ops.aten.native_layer_norm_backward(grad, x, shape, mean, rstd, weight, None,
+                                                       [False, True, False])[1]
+    if want[3]:
+        db = grad.sum(tuple(range(grad.dim() - len(shape))))
     return dx, None, dw, db, None
+
+
+def _rms_norm_setup(ctx, inputs, output):
+    x, shape, weight, eps = inputs
+    record_inputs(ctx, inputs)
+    dims = tuple(range(x.dim() - len(shape), x.dim()))
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    wide = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
+    norm = torch.linalg.vector_norm(x, 2, dims, keepdim=True, dtype=wide)
+    count = math.prod(x.shape[d] for d in dims)
+    rrms = norm.square_().div_(count).add_(eps).rsqrt_().to(x.dtype)
+    keep = weight is not None and ctx.needs_input_grad[2]
+    ctx.save_for_backward(x if keep else None, rrms, weight)
 
 
 def _rms_norm_backward(ctx, grad):
-    x, shape, weight, eps = _in_dtype(_saved(ctx), grad.dtype)
-    dims = tuple(range(x.dim() - len(shape), x.dim()))
-    eps = torch.finfo(x.dtype).eps if eps is None else eps
-    rrms = torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
-    g = grad * weight if weight is not None else grad
-    dx = g * rrms if ctx.needs_input_grad[0] else None
-    dw = _reduce_to(grad * x * rrms, weight) if weight is not None and ctx.needs_input_grad[2] else None
+    """dx = grad * w * rrms; dw = sum(grad * x * rrms) when asked."""
+    x, rrms, weight = _in_dtype(list(ctx.saved_tensors), grad.dtype)
+    want = wanted(ctx)
+    dx = dw = None
+    if want[0]:
+        dx = torch.mul(grad, rrms)
+        if weight is not None:
+            dx = dx.mul_(weight)
+    if weight is not None and want[2]:
+        dw = _reduce_to(grad * x * rrms, weight)
     return dx, None, dw, None
 
 
-def _group_norm_backward(ctx, grad):
-    x, groups, weight, bias, eps = _in_dtype(_saved(ctx), grad.dtype)
+def _group_norm_setup(ctx, inputs, output):
+    x, groups, weight, bias, eps = inputs
+    record_inputs(ctx, inputs)
     n, c = x.shape[0], x.shape[1]
-    affine = [1, c] + [1] * (x.dim() - 2)
-    grouped = x.reshape(n, groups, -1)
-    mean = grouped.mean(-1, keepdim=True)
-    rstd = torch.rsqrt(grouped.var(-1, unbiased=False, keepdim=True) + eps)
+    _, mean, rstd = torch.native_group_norm(x.contiguous(), None, None, n, c, x[0, 0].numel(), groups, eps)
+    keep = weight is not None and ctx.needs_input_grad[2]
+    ctx.save_for_backward(x if keep else None, mean if keep else None, rstd, weight)
+    ctx.groups, ctx.x_shape = groups, x.shape
+
+
+def _group_norm_backward(ctx, grad):
+    """dx = rstd * (g - mean_group(g)), g = grad * w; dw, db when asked."""
+    x, mean, rstd, weight = _in_dtype(list(ctx.saved_tensors), grad.dtype)
+    want = wanted(ctx)
+    groups, shape = ctx.groups, ctx.x_shape
+    n, c = shape[0], shape[1]
+    affine = [1, c] + [1] * (len(shape) - 2)
+    channels = [d for d in range(len(shape)) if d != 1]
     dx = dw = db = None
-    if ctx.needs_input_grad[0]:
+    if want[0]:
         g = (grad * weight.view(affine) if weight is not None else grad).reshape(n, groups, -1)
-        dx = ((g - g.mean(-1, keepdim=True)) * rstd).reshape(x.shape)
-    if weight is not None and ctx.needs_input_grad[2]:
-        xhat = ((grouped - mean) * rstd).reshape(x.shape)
-        dw = (grad * xhat).sum([d for d in range(x.dim()) if d != 1])
-    if bias is not None and ctx.needs_input_grad[3]:
-        db = grad.sum([d for d in range(x.dim()) if d != 1])
+        dx = (g - g.mean(-1, keepdim=True)).mul_(rstd.view(n, groups, 1)).reshape(shape)
+    if weight is not None and want[2]:
+        xhat = (x.reshape(n, groups, -1) - mean.view(n, groups, 1)).mul_(rstd.view(n, groups, 1))
+        dw = (grad * xhat.reshape(shape)).sum(channels)
+    if want[3]:
+        db = grad.sum(channels)
     return dx, None, dw, db, None
 
 
-for _op, _backward in ((layer_norm, _layer_norm_backward), (rms_norm, _rms_norm_backward),
-                       (group_norm, _group_norm_backward)):
+for _op, _setup, _backward in ((layer_norm, _layer_norm_setup, _layer_norm_backward),
+                               (rms_norm, _rms_norm_setup, _rms_norm_backward),
+                               (group_norm, _group_norm_setup, _group_norm_backward)):
     _op.register_fake(_norm_fake)
-    _op.register_autograd(_backward, setup_context=_save_all)
+    _op.register_autograd(_backward, setup_context=_setup)
 
 # --- fused arithmetic -------------------------------------------------------------------------
 
