@@ -235,13 +235,14 @@ class Biases:
 
     def _channel_bias(self, unit: tuple[fx.Node, ...], graph: fx.Graph,
                       env: dict[fx.Node, fx.Node]) -> fx.Node | None:
-        """A linear map's or convolution's bias, read as is, shaped to broadcast against the output.
+        """A linear map's, convolution's or norm's bias, read as is, shaped to broadcast against the output.
 
         It is what the op gives at zero input, without running the op on zeros (the matmul of a
-        zero-evaluation would cost as much as the layer's forward)."""
+        zero-evaluation would cost as much as the layer's forward; a norm's would be a full-size
+        tensor kept for FullGrad's backward where a vector of the channels' biases says the same)."""
         node = unit[-1]
         name = op_name(node, self.analysis)
-        if len(unit) != 1 or name not in _CHANNEL_BIAS:
+        if len(unit) != 1 or name not in _CHANNEL_BIAS or self._readouts(node, node.name)[0][1] is not None:
             return None
         value = named_args(node, self.analysis).get("bias")
         if node.op == "call_module" and isinstance(value, torch.Tensor):
@@ -263,16 +264,20 @@ class Biases:
 
 
 def trailing_bias(bias: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """linear(0, W, b) = b, broadcast over the output's leading dimensions."""
+    """linear(0, W, b) = b, broadcast over the output's leading dimensions (layer_norm(0, w, b) too: the
+    centred input is zero, whatever the frozen statistic)."""
     return bias
 
 
 def channel_bias(bias: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """conv(0, W, b) = b on every position of each channel: b shaped [C, 1, ...] against [B, C, ...]."""
+    """conv(0, W, b) = b on every position of each channel: b shaped [C, 1, ...] against [B, C, ...]
+    (group_norm(0, w, b) too)."""
     return bias.reshape(-1, *[1] * (output.dim() - 2))
 
 
-_CHANNEL_BIAS = {"linear": trailing_bias, "conv": channel_bias, "conv_transpose": channel_bias}
+_CHANNEL_BIAS = {"linear": trailing_bias, "conv": channel_bias, "conv_transpose": channel_bias,
+                 "layer_norm": trailing_bias, "libragrad.layer_norm": trailing_bias,
+                 "group_norm": channel_bias, "libragrad.group_norm": channel_bias}
 
 
 def _source(node: fx.Node, analysis: Analysis, limit: int = 3) -> str:
