@@ -177,7 +177,8 @@ def write(args: argparse.Namespace, rows: list[dict], seconds: float) -> None:
              f"parameters frozen for every contender, libragrad preset. Load average at the end "
              f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min); {seconds / 60:.1f} min in all.", "",
              "| model | contender | CPU s | ratio (CPU) | min ratio (CPU) | wall s | saved MB | saved ratio | "
-             "extra MB | extra ratio | peak MB | peak ratio |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "extra MB | extra ratio | peak MB | peak ratio |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['contender']} | {r['cpu_s']:.2f} | {r['ratio_cpu']:.3f} | "
                      f"{r['min_ratio_cpu']:.3f} | {r['wall_s']:.2f} | {r['saved_mb']:.0f} | {r['ratio_saved']:.3f} | "

@@ -126,12 +126,14 @@ class Biases:
     output of every site (differentiate the target with respect to these) and the bias that enters
     there (detached; shaped like its site's output, or broadcastable to it for a per-channel bias).
     ``Biases(gm).module_with(nodes)`` also returns the values of more nodes of ``gm`` after those,
-    for callers that need them from the same forward.
+    for callers that need them from the same forward. ``analysis``: an analysis of ``gm`` with the
+    same inputs, if one exists already (it is not made again).
     """
 
-    def __init__(self, gm: fx.GraphModule, input_names: Iterable[str] | None = None) -> None:
+    def __init__(self, gm: fx.GraphModule, input_names: Iterable[str] | None = None, *,
+                 analysis: Analysis | None = None) -> None:
         self.gm = gm
-        self.analysis = Analysis(gm, input_names)
+        self.analysis = analysis if analysis is not None else Analysis(gm, input_names)
         self.units = units(gm)
         self.live = live_nodes(self.analysis, []).live
         wrapped = {unit[0] for unit in self.units.values()}
