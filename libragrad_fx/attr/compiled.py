@@ -82,11 +82,6 @@ class Compiled:
         return Biases(self.gm, self.input_names, analysis=self.analysis)
 
     @cached_property
-    def fullgrad_module(self) -> fx.GraphModule:
-        """``(*inputs) -> (output, site values, their biases, [patch embedding output])``."""
-        return self.biases.module_with([self.probe] if self.probe is not None else [])
-
-    @cached_property
     def output_streams(self) -> list[bool] | None:
         """For each leaf of the model's output (``torch.utils._pytree`` order): does it depend on an
         attributed input? None if the graph's output is not a pytree of nodes and constants."""

@@ -21,6 +21,7 @@ in :class:`FullGradResult`'s totals.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from libragrad_fx.attr import maps
 from libragrad_fx.attr.biases import Biases, BiasSite
 
 from ._base import Attribution, Inputs, Target, as_tuple, extra_args, like
+from .compiled import Compiled
 from .readout import CompiledReadout, read
 
 __all__ = ["FullGrad", "FullGradResult"]
@@ -132,20 +134,42 @@ class FullGrad(Attribution):
         batch = xs[0].shape[0]
         image = next((i for i, x in enumerate(xs) if x.dim() == 4), None)
         shares = _BiasShares(batch, image, tuple(xs[image].shape[-2:]) if image is not None else None,
-                             keep_contributions)
-        with torch.enable_grad():
-            output, values, constants, *probe = compiled.fullgrad_module(*xs, *extra)
-            probe = probe[0] if probe else None
-            shares.grid = self.grid or (tuple(probe.shape[-2:]) if probe is not None and probe.dim() == 4 else None)
-            shares.watch(biases.outputs, values, constants, xs[0].device)
-            del values, constants, probe  # each site's value lives on only if the backward needs it
-            value, index = read(compiled, output, target, batch, watch=shares.watch_readout)
-            del output
-            grads = torch.autograd.grad(value.sum(), xs, allow_unused=True)
+                             keep_contributions, xs[0].device)
+        shares.expect(biases.outputs)
+        active = _ACTIVE.set(shares)
+        try:
+            with torch.enable_grad():
+                output, *probe = _module(compiled)(*xs, *extra)
+                probe = probe[0] if probe else None
+                shares.grid = self.grid or (tuple(probe.shape[-2:]) if probe is not None and probe.dim() == 4
+                                            else None)
+                del probe
+                value, index = read(compiled, output, target, batch, watch=shares.read)
+                del output
+                grads = torch.autograd.grad(value.sum(), xs, allow_unused=True)
+        finally:
+            _ACTIVE.reset(active)
         input_part = tuple(x.detach() * (torch.zeros_like(x) if g is None else g) for x, g in zip(xs, grads))
         result = FullGradResult(index, value.detach(), input_part, shares.totals, list(biases.sites) + shares.sites,
                                 shares.contributions)
         return result, shares
+
+
+_ACTIVE: contextvars.ContextVar["_BiasShares | None"] = contextvars.ContextVar("libragrad_fullgrad", default=None)
+"""The call whose bias sites the watched modules report to (None outside FullGrad's forward)."""
+
+
+def _watch(value: Tensor, bias: Tensor, site: str) -> None:
+    """Called by the watched modules as soon as a site's value and bias exist (a graph node)."""
+    shares = _ACTIVE.get()
+    if shares is not None:
+        shares.watch(site, value, bias)
+
+
+def _module(compiled: Compiled) -> torch.fx.GraphModule:
+    """``(*inputs) -> (output, [patch embedding output])``, each site handed to :func:`_watch` in the forward."""
+    probe = [compiled.probe] if compiled.probe is not None else []
+    return compiled.cached("fullgrad", lambda: compiled.biases.watched_module(_watch, probe))
 
 
 class _BiasShares:
@@ -153,8 +177,9 @@ class _BiasShares:
     a total per sample [B] (float64) and, for a site laid out on the image, its map on its grid,
     summed over channels and added up per grid. Nothing full-size is kept unless ``keep``."""
 
-    def __init__(self, batch: int, image: int | None, image_size: tuple[int, int] | None, keep: bool) -> None:
-        self.batch, self.image, self.image_size, self.keep = batch, image, image_size, keep
+    def __init__(self, batch: int, image: int | None, image_size: tuple[int, int] | None, keep: bool,
+                 device: torch.device) -> None:
+        self.batch, self.image, self.image_size, self.keep, self.device = batch, image, image_size, keep, device
         self.grid: tuple[int, int] | None = None
         """The token grid (set after the forward, before the backward runs the hooks)."""
         self.totals: dict[str, Tensor] = {}
@@ -163,19 +188,25 @@ class _BiasShares:
         self.sites: list[BiasSite] = []
         """The readout's sites (``readout.<node>``)."""
 
-    def watch(self, names: list[str], values: tuple, constants: tuple, device: torch.device) -> None:
-        for name, value, constant in zip(names, values, constants):
-            self.totals[name] = torch.zeros(self.batch, dtype=torch.float64, device=device)
-            if isinstance(value, Tensor) and value.requires_grad:
-                value.register_hook(functools.partial(self._reduce, name, constant))
+    def expect(self, names: list[str]) -> None:
+        """Sites whose total is zero unless the backward reaches them (in the order given)."""
+        for name in names:
+            self.totals.setdefault(name, torch.zeros(self.batch, dtype=torch.float64, device=self.device))
 
-    def watch_readout(self, readout: CompiledReadout, args: tuple) -> Tensor:
-        """Evaluate a traced readout with its biases watched too."""
-        value, values, constants = readout.module(*args)
-        self.watch([f"readout.{n}" for n in readout.biases.outputs], values, constants, value.device)
+    def watch(self, name: str, value: Tensor, bias: Tensor) -> None:
+        """Reduce ``grad * bias`` when the backward passes ``value`` (a hook holds the bias, not the value)."""
+        if isinstance(value, Tensor) and value.requires_grad:
+            value.register_hook(functools.partial(self._reduce, name, bias))
+
+    def read(self, readout: CompiledReadout, args: tuple) -> Tensor:
+        """Evaluate a traced readout with its bias sites watched too (``readout.<node>``)."""
+        module = readout.watched("fullgrad", lambda: readout.biases.watched_module(_readout_watch))
+        names = {n: f"readout.{n}" for n in readout.biases.outputs}
+        self.expect(list(names.values()))
         known = {s.node for s in self.sites}
         self.sites += [BiasSite(f"readout.{s.node}", s.op, s.constants) for s in readout.biases.sites
                        if f"readout.{s.node}" not in known]
+        (value,) = module(*args)
         return value
 
     def _reduce(self, name: str, constant: Tensor, grad: Tensor) -> None:
@@ -197,6 +228,11 @@ class _BiasShares:
         if self.image_size is None or not self.grids:
             return None
         return sum(maps.spread(m, self.image_size) for m in self.grids.values())
+
+
+def _readout_watch(value: Tensor, bias: Tensor, site: str) -> None:
+    """:func:`_watch` for a readout's sites, named apart from the model's."""
+    _watch(value, bias, f"readout.{site}")
 
 
 def _product(grad: Tensor, constant: Tensor) -> Tensor:

@@ -191,6 +191,7 @@ class CompiledReadout:
         self.gm = gm
         self.source = source
         """The callable traced (kept alive: the cache may key on its identity)."""
+        self._made: dict[str, fx.GraphModule] = {}
         self.report = gm.libragrad_report
         self.streams = streams
         self.with_index = with_index
@@ -201,10 +202,11 @@ class CompiledReadout:
         placeholders = [n.name for n in self.gm.graph.nodes if n.op == "placeholder"]
         return Biases(self.gm, [name for name, stream in zip(placeholders, self.streams) if stream])
 
-    @cached_property
-    def module(self) -> fx.GraphModule:
-        """``(*tensor leaves[, index]) -> (value, site values, their biases)``."""
-        return self.biases.module
+    def watched(self, key: str, build: Callable[[], fx.GraphModule]) -> fx.GraphModule:
+        """A module made once per ``key`` from this readout (FullGrad's watched copy)."""
+        if key not in self._made:
+            self._made[key] = build()
+        return self._made[key]
 
 
 def _compile(compiled: Compiled, read: Callable, output: Any, with_index: bool,
