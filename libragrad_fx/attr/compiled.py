@@ -82,9 +82,9 @@ class Compiled:
         return Biases(self.gm, self.input_names, analysis=self.analysis)
 
     @cached_property
-    def output_streams(self) -> list[bool] | None:
-        """For each leaf of the model's output (``torch.utils._pytree`` order): does it depend on an
-        attributed input? None if the graph's output is not a pytree of nodes and constants."""
+    def output_streams(self) -> list[bool]:
+        """For each leaf of the graph's output (``torch.utils._pytree`` order): does it depend on an
+        attributed input?"""
         output = next(n for n in reversed(self.gm.graph.nodes) if n.op == "output")
         leaves = pytree.tree_leaves(output.args[0])
         return [isinstance(leaf, fx.Node) and leaf in self.live for leaf in leaves]

@@ -167,7 +167,8 @@ def _watch(value: Tensor, bias: Tensor, site: str) -> None:
 
 
 def _module(compiled: Compiled) -> torch.fx.GraphModule:
-    """``(*inputs) -> (output, [patch embedding output])``, each site handed to :func:`_watch` in the forward."""
+    """``(*inputs) -> (output, [patch embedding output])``, each site handed to :func:`_watch` in the
+    forward (made once per model)."""
     probe = [compiled.probe] if compiled.probe is not None else []
     return compiled.cached("fullgrad", lambda: compiled.biases.watched_module(_watch, probe))
 
@@ -200,9 +201,8 @@ class _BiasShares:
 
     def read(self, readout: CompiledReadout, args: tuple) -> Tensor:
         """Evaluate a traced readout with its bias sites watched too (``readout.<node>``)."""
-        module = readout.watched("fullgrad", lambda: readout.biases.watched_module(_readout_watch))
-        names = {n: f"readout.{n}" for n in readout.biases.outputs}
-        self.expect(list(names.values()))
+        module = readout.cached("fullgrad", lambda: readout.biases.watched_module(_readout_watch))
+        self.expect([f"readout.{n}" for n in readout.biases.outputs])
         known = {s.node for s in self.sites}
         self.sites += [BiasSite(f"readout.{s.node}", s.op, s.constants) for s in readout.biases.sites
                        if f"readout.{s.node}" not in known]
@@ -212,14 +212,15 @@ class _BiasShares:
     def _reduce(self, name: str, constant: Tensor, grad: Tensor) -> None:
         where = maps.layout(grad.shape, self.batch, self.grid, self.image_size) if self.image_size else None
         if where is None:
-            self.totals[name] = _total(grad, constant, self.batch)
+            total = _total(grad, constant, self.batch)
         else:
             channels = -1 if where.kind == "nhwc" or (where.kind == "tokens" and where.dim == 1) else 1
             summed = _channel_sum(grad, constant, channels)  # [B, h, w] or [B, N]
-            self.totals[name] = summed.reshape(self.batch, -1).sum(1, dtype=torch.float64)
+            total = summed.reshape(self.batch, -1).sum(1, dtype=torch.float64)
             grid_map = summed[:, where.prefix:] if where.kind == "tokens" else summed
             grid_map = grid_map.reshape(self.batch, *where.grid).double()
             self.grids[where.grid] = grid_map + self.grids[where.grid] if where.grid in self.grids else grid_map
+        self.totals[name] = self.totals[name] + total
         if self.keep:
             self.contributions[name] = _product(grad, constant)
 

@@ -202,7 +202,7 @@ class CompiledReadout:
         placeholders = [n.name for n in self.gm.graph.nodes if n.op == "placeholder"]
         return Biases(self.gm, [name for name, stream in zip(placeholders, self.streams) if stream])
 
-    def watched(self, key: str, build: Callable[[], fx.GraphModule]) -> fx.GraphModule:
+    def cached(self, key: str, build: Callable[[], fx.GraphModule]) -> fx.GraphModule:
         """A module made once per ``key`` from this readout (FullGrad's watched copy)."""
         if key not in self._made:
             self._made[key] = build()
@@ -215,7 +215,7 @@ def _compile(compiled: Compiled, read: Callable, output: Any, with_index: bool,
 
     leaves, spec = pytree.tree_flatten(output)
     streams = compiled.output_streams
-    if streams is None or len(streams) != len(leaves):
+    if len(streams) != len(leaves):  # the graph's output is not the pytree the module returns
         streams = [True] * len(leaves)  # unknown: every tensor leaf may depend on the inputs
     tensor_streams = [s for leaf, s in zip(leaves, streams) if isinstance(leaf, Tensor)]
     module = _module(read, spec, leaves, streams, with_index)
