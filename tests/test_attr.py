@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 import torch.fx as fx
-from archs import ARCHS, build
+from archs import ARCHS, build, randomize_zeros
 from fullgrad_reference import fullgrad_direct
 
 import libragrad_fx as lf
@@ -139,12 +139,20 @@ def test_fullgrad_map_keeps_each_patch_total(vit):
     assert float(unplaced.abs().min()) > 0  # the class token and the classifier's bias sit on no patch
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+CONVNETS = ("resnet10t", "convnext_atto")  # channels-first sites, eval BatchNorm, LayerNorm2d
+
+
+@pytest.mark.parametrize("arch", list(ARCHS) + list(CONVNETS))
 def test_fullgrad_reduced_in_the_backward_equals_the_direct_computation(arch):
     """The map and every site's total, reduced by hooks as the backward passes each site (norm biases read
     as vectors), equal returning every site, asking for its full gradient and placing each contribution
     (every bias but a linear map's evaluated on zeros): float64, and float32 within its precision."""
-    model, x = build(arch)
+    if arch in CONVNETS:
+        torch.manual_seed(0)
+        model = randomize_zeros(timm.create_model(arch, pretrained=False, num_classes=5)).eval()
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    else:
+        model, x = build(arch)
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
         model, x = model.to(dtype), x.to(dtype)
         gm = lf.transform(model, x)
