@@ -252,14 +252,14 @@ def _channel_vector(constant: Tensor, grad: Tensor, dim: int) -> Tensor | None:
 
 
 def _channel_sum(grad: Tensor, constant: Tensor, dim: int) -> Tensor:
-    """sum over ``dim`` of grad * b, without a full-size product where b is a vector along ``dim``."""
+    """sum over ``dim`` of grad * b, without a full-size product where b is a vector along ``dim``
+    (a layer's bias: finite, or the forward would not be)."""
     vector = _channel_vector(constant, grad, dim)
     if vector is not None and dim % grad.dim() == grad.dim() - 1:
-        out = grad @ vector
-    elif vector is not None and dim == 1 and grad.dim() == 4:
-        out = F.conv2d(grad, vector.reshape(1, -1, 1, 1))[:, 0]
-    else:
-        out = (grad * constant).sum(dim)
+        return grad @ vector
+    if vector is not None and dim == 1 and grad.dim() == 4:
+        return F.conv2d(grad, vector.reshape(1, -1, 1, 1))[:, 0]
+    out = (grad * constant).sum(dim)
     if out.isnan().any():  # 0 * inf where a non-finite constant gets no gradient: read as 0
         out = _product(grad, constant).sum(dim)
     return out
