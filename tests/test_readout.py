@@ -165,6 +165,8 @@ def test_an_image_text_similarity_is_explained_completely():
 
     result = lf.completeness(model, images, target=closure, additional_forward_args=(tokens,))
     assert float(result.rel_error.max()) <= 1e-10
+    with pytest.raises(TypeError, match=r"model returns tuple; a class target reads a .* \(pass target= a callable"):
+        attr.Gradient(model).attribute(images, target=None, additional_forward_args=(tokens,))
 
 
 def test_a_per_sample_readout_reads_each_copy_of_the_batch():

@@ -14,11 +14,11 @@ shares add. For each model (timm, random weights, eval mode) this script transfo
 * peak memory: each contender alone in a fresh process, second call, peak RSS of that call minus
   the RSS before it (``extra``), and the peak RSS itself.
 
-    python tools/bench_fullgrad.py                                   # ViT-B/16, batch 8
+    python tools/bench_fullgrad.py --tag vitb                        # ViT-B/16, batch 8
     python tools/bench_fullgrad.py --models vit_small_patch16_224 mixer_b16_224 --runs 5 --tag others
 
-Writes ``docs/bench/fullgrad-cost[-TAG].md`` and ``.json``. One thread per process by default:
-CPU-time ratios stay meaningful on a shared machine.
+Writes ``docs/bench/fullgrad-cost-TAG.md`` and ``.json`` (docs/bench/fullgrad-cost.md reads them).
+One thread per process by default: CPU-time ratios stay meaningful on a shared machine.
 """
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ def write(args: argparse.Namespace, rows: list[dict], seconds: float) -> None:
                      f"{r['min_ratio_cpu']:.3f} | {r['wall_s']:.2f} | {r['saved_mb']:.0f} | {r['ratio_saved']:.3f} | "
                      f"{fmt(r, 'extra_mb', 0)} | {fmt(r, 'ratio_extra', 3)} | {fmt(r, 'peak_mb', 0)} | "
                      f"{fmt(r, 'ratio_peak', 3)} |")
-    stem = "fullgrad-cost" + (f"-{args.tag}" if args.tag else "")
+    stem = f"fullgrad-cost-{args.tag}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{stem}.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tag", default="")
+    parser.add_argument("--tag", default="local")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--skip-peak", action="store_true", help="no peak-RSS subprocesses")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
