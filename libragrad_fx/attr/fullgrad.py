@@ -259,7 +259,12 @@ def _channel_sum(grad: Tensor, constant: Tensor, dim: int) -> Tensor:
         return grad @ vector
     if vector is not None and dim == 1 and grad.dim() == 4:
         return F.conv2d(grad, vector.reshape(1, -1, 1, 1))[:, 0]
-    out = (grad * constant).sum(dim)
+    dim, lead = dim % grad.dim(), grad.dim() - constant.dim()  # lead: dimensions the bias is broadcast over
+    if lead >= 0 and (dim < lead or constant.shape[dim - lead] == 1):
+        # the bias does not vary along the summed channels (a token-mixing bias on [B, C, N]): sum first
+        out = (grad.sum(dim, keepdim=True) * constant).squeeze(dim)
+    else:
+        out = (grad * constant).sum(dim)
     if out.isnan().any():  # 0 * inf where a non-finite constant gets no gradient: read as 0
         out = _product(grad, constant).sum(dim)
     return out
