@@ -10,7 +10,9 @@ shares add. For each model (timm, random weights, eval mode) this script transfo
   batch. Reported: medians, and the median of the per-round ratios to Input x Gradient.
 * bytes autograd saves for the backward: one call under ``torch.autograd.graph.saved_tensors_hooks``,
   unique storages (a storage saved twice counts once), parameters included (both contenders save
-  the same weights);
+  the same weights), and the bytes FullGrad's hooks hold until the backward reaches their site
+  (the biases that are not the model's own tensors, e.g. a class token placed in a [B, N, D] zero
+  tensor); deterministic, unlike the peak;
 * peak memory: each contender alone in a fresh process, second call, peak RSS of that call minus
   the RSS before it (``extra``), and the peak RSS itself.
 
@@ -93,18 +95,36 @@ def alternate(calls: dict[str, Callable[[], Any]], runs: int) -> dict[str, dict[
     return out
 
 
-def saved_bytes(call: Callable[[], Any]) -> int:
-    """Bytes of the unique storages autograd saves for the backward during one call."""
-    storages: dict[int, int] = {}
+def held_bytes(call: Callable[[], Any], model: torch.nn.Module) -> tuple[int, int]:
+    """(bytes of the unique storages autograd saves for the backward during one call, bytes of the
+    storages FullGrad's hooks hold until the backward reaches their site and autograd does not save:
+    the biases that are not the model's own parameters or buffers)."""
+    from libragrad_fx.attr import fullgrad
+
+    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    saved: dict[int, int] = {}
+    held: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+        saved[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        call()
-    return sum(storages.values())
+    watch = fullgrad._BiasShares.watch
+
+    def watching(self, name: str, value: torch.Tensor, bias: torch.Tensor) -> None:
+        storage = bias.untyped_storage()
+        if storage.data_ptr() not in own:
+            held[storage.data_ptr()] = storage.nbytes()
+        watch(self, name, value, bias)
+
+    fullgrad._BiasShares.watch = watching
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            call()
+    finally:
+        fullgrad._BiasShares.watch = watch
+    return sum(saved.values()), sum(n for ptr, n in held.items() if ptr not in saved)
 
 
 def _status_mb(key: str) -> float:
@@ -143,16 +163,18 @@ def measure(name: str, args: argparse.Namespace) -> list[dict]:
     print(f"[{name}] batch {args.batch}, {args.threads} thread(s)", flush=True)
     model, x = build(name, args.batch)
     calls = contenders(model, x)
-    times = alternate(calls, args.runs)
+    times = alternate(calls, args.runs) if args.runs else None
     rows = []
     for contender, call in calls.items():
-        t, base = times[contender], times["IxG"]
-        row = {"model": name, "contender": contender, "runs": args.runs,
-               "cpu_s": statistics.median(t["cpu"]), "wall_s": statistics.median(t["wall"]),
-               "ratio_cpu": statistics.median(a / b for a, b in zip(t["cpu"], base["cpu"])),
-               "ratio_wall": statistics.median(a / b for a, b in zip(t["wall"], base["wall"])),
-               "min_ratio_cpu": min(t["cpu"]) / min(base["cpu"]),
-               "saved_mb": saved_bytes(call) / 2 ** 20}
+        saved, held = held_bytes(call, model)
+        row = {"model": name, "contender": contender, "runs": args.runs, "saved_mb": saved / 2 ** 20,
+               "held_mb": held / 2 ** 20}
+        if times is not None:
+            t, base = times[contender], times["IxG"]
+            row.update(cpu_s=statistics.median(t["cpu"]), wall_s=statistics.median(t["wall"]),
+                       ratio_cpu=statistics.median(a / b for a, b in zip(t["cpu"], base["cpu"])),
+                       ratio_wall=statistics.median(a / b for a, b in zip(t["wall"], base["wall"])),
+                       min_ratio_cpu=min(t["cpu"]) / min(base["cpu"]))
         if not args.skip_peak:
             peak = peak_memory(name, contender, args.batch, args.threads)
             if peak:
@@ -161,6 +183,7 @@ def measure(name: str, args: argparse.Namespace) -> list[dict]:
     ixg = rows[0]
     for row in rows:
         row["ratio_saved"] = row["saved_mb"] / ixg["saved_mb"]
+        row["ratio_held"] = (row["saved_mb"] + row["held_mb"]) / ixg["saved_mb"]
         if "extra_mb" in row and "extra_mb" in ixg:
             row["ratio_extra"] = row["extra_mb"] / ixg["extra_mb"]
             row["ratio_peak"] = row["peak_mb"] / ixg["peak_mb"]
@@ -175,15 +198,17 @@ def write(args: argparse.Namespace, rows: list[dict], seconds: float) -> None:
     lines = [f"# FullGrad against Input x Gradient, run `{args.tag}`", "",
              f"torch {torch.__version__}, batch {args.batch}, {args.threads} thread(s), {args.runs} rounds, "
              f"parameters frozen for every contender, libragrad preset. Load average at the end "
-             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min); {seconds / 60:.1f} min in all.", "",
-             "| model | contender | CPU s | ratio (CPU) | min ratio (CPU) | wall s | saved MB | saved ratio | "
-             "extra MB | extra ratio | peak MB | peak ratio |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min); {seconds / 60:.1f} min in all. "
+             "saved: what autograd saves for the backward; held: what FullGrad's hooks hold besides (biases "
+             "that are not the model's own tensors); memory ratio: (saved + held) / IxG's saved.", "",
+             "| model | contender | CPU s | ratio (CPU) | min ratio (CPU) | wall s | saved MB | held MB | "
+             "memory ratio | extra MB | extra ratio | peak MB | peak ratio |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['contender']} | {r['cpu_s']:.2f} | {r['ratio_cpu']:.3f} | "
-                     f"{r['min_ratio_cpu']:.3f} | {r['wall_s']:.2f} | {r['saved_mb']:.0f} | {r['ratio_saved']:.3f} | "
-                     f"{fmt(r, 'extra_mb', 0)} | {fmt(r, 'ratio_extra', 3)} | {fmt(r, 'peak_mb', 0)} | "
-                     f"{fmt(r, 'ratio_peak', 3)} |")
+        lines.append(f"| {r['model']} | {r['contender']} | {fmt(r, 'cpu_s', 2)} | {fmt(r, 'ratio_cpu', 3)} | "
+                     f"{fmt(r, 'min_ratio_cpu', 3)} | {fmt(r, 'wall_s', 2)} | {r['saved_mb']:.0f} | "
+                     f"{r['held_mb']:.1f} | {r['ratio_held']:.3f} | {fmt(r, 'extra_mb', 0)} | "
+                     f"{fmt(r, 'ratio_extra', 3)} | {fmt(r, 'peak_mb', 0)} | {fmt(r, 'ratio_peak', 3)} |")
     stem = f"fullgrad-cost-{args.tag}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
@@ -197,7 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=7, help="timing rounds (0: bytes only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="local")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
