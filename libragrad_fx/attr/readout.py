@@ -20,7 +20,7 @@ it: ``F.normalize`` in a cosine similarity gets the unit-norm rule, and FullGrad
 (and kept, :data:`libragrad_fx.attr.compiled.READOUTS_KEPT` at most): tensors it closes over become
 constants of that trace, read in place (change them in place, or pass a new callable). Write
 similarities as normalise-then-multiply (CLIP's spelling); ``F.cosine_similarity`` is one bounded
-op, kept as a head with its vanilla gradient. Model outputs that no attributed input reaches (a
+op with no rule (kept as the head with its vanilla gradient at the output, reported elsewhere). Model outputs that no attributed input reaches (a
 text tower's embedding computed from further inputs) enter the readout as constants. Methods that
 run several copies of the batch in one pass (Integrated Gradients' path points, SmoothGrad's noisy
 copies) call the readout once per copy, so it may hold per-sample tensors for the B samples.
