@@ -212,8 +212,9 @@ def write(args: argparse.Namespace, rows: list[dict], seconds: float) -> None:
     stem = f"fullgrad-cost-{args.tag}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    (args.out / f"{stem}.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                        "load": load, "seconds": seconds, "rows": rows}, indent=1))
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "memory_child")}
+    (args.out / f"{stem}.json").write_text(json.dumps({"args": settings, "load": load, "seconds": seconds,
+                                                        "rows": rows}, indent=1))
     print("\n".join(lines))
     print(f"\nwrote {args.out / stem}.md, .json")
 
