@@ -216,6 +216,9 @@ def test_methods_read_the_graph_once(vit, monkeypatch):
     assert not analysed and not built, (analysed, built)
     fullgrad = attr.FullGrad(gm)
     assert fullgrad.biases(x) is attr.GradCAM(gm).compiled((x,)).biases
+    clone = copy.deepcopy(gm)  # what was read from the graph stays with the model it was read from
+    assert attr.FullGrad(clone).compiled((x,)) is not fullgrad.compiled((x,))
+    torch.testing.assert_close(attr.FullGrad(clone).attribute(x, target=margin), fullgrad.attribute(x, target=margin))
 
 
 def test_cam_layers(vit):
