@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
 import pytest
 import timm
 import torch
-from archs import build
+import torch.fx as fx
+from archs import ARCHS, build, randomize_zeros
+from fullgrad_reference import fullgrad_direct
 
 import libragrad_fx as lf
 from libragrad_fx import attr
 from libragrad_fx.attr import maps
+from libragrad_fx.core.analysis import Analysis
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -135,12 +139,94 @@ def test_fullgrad_map_keeps_each_patch_total(vit):
     assert float(unplaced.abs().min()) > 0  # the class token and the classifier's bias sit on no patch
 
 
+CONVNETS = ("resnet10t", "convnext_atto")  # channels-first sites, eval BatchNorm, LayerNorm2d
+
+
+@pytest.mark.parametrize("arch", list(ARCHS) + list(CONVNETS))
+def test_fullgrad_reduced_in_the_backward_equals_the_direct_computation(arch):
+    """The map and every site's total, reduced by hooks as the backward passes each site (norm biases read
+    as vectors), equal returning every site, asking for its full gradient and placing each contribution
+    (every bias but a linear map's evaluated on zeros): float64, and float32 within its precision."""
+    if arch in CONVNETS:
+        torch.manual_seed(0)
+        model = randomize_zeros(timm.create_model(arch, pretrained=False, num_classes=5)).eval()
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    else:
+        model, x = build(arch)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        model, x = model.to(dtype), x.to(dtype)
+        gm = lf.transform(model, x)
+        heat, result = attr.FullGrad(gm).attribute_with_totals(x, target=1)
+        expected_heat, expected_totals = fullgrad_direct(gm, x, 1)
+        assert list(result.biases) == list(expected_totals)
+        torch.testing.assert_close(heat, expected_heat, rtol=tol, atol=tol * float(expected_heat.abs().max()))
+        scale = float(result.output.abs().max())
+        for site, total in expected_totals.items():
+            torch.testing.assert_close(result.biases[site], total, rtol=tol, atol=tol * scale)
+        error = float(((result.attributed - result.output.double()).abs() / result.output.double().abs()).max())
+        assert error <= (1e-10 if dtype is torch.float64 else 1e-4), (dtype, error)
+
+
+def test_methods_read_the_graph_once(vit, monkeypatch):
+    """Built on a transformed model, no method re-analyses, re-taps or re-traces it per call: after a first
+    round of every method with every kind of target (and completeness), more rounds, with new method
+    objects, analyse nothing, compile no GraphModule and trace nothing; the first analysed the graph once."""
+    model, x, _, _ = vit
+    gm = lf.transform(model, x)
+    analysed, built = Counter(), Counter()
+    analysis_init, module_init, trace = Analysis.__init__, fx.GraphModule.__init__, fx.Tracer.trace
+
+    def spy_analysis(self, graph_module, *args, **kwargs):
+        analysed["model" if graph_module is gm else "other"] += 1
+        analysis_init(self, graph_module, *args, **kwargs)
+
+    def spy_module(self, *args, **kwargs):
+        built["GraphModule"] += 1
+        module_init(self, *args, **kwargs)
+
+    def spy_trace(self, *args, **kwargs):
+        built["trace"] += 1
+        return trace(self, *args, **kwargs)
+
+    monkeypatch.setattr(Analysis, "__init__", spy_analysis)
+    monkeypatch.setattr(fx.GraphModule, "__init__", spy_module)
+    monkeypatch.setattr(fx.Tracer, "trace", spy_trace)
+
+    def margin(out):
+        return out[:, 1] - out[:, 3]
+
+    options = {"integrated_gradients": {"n_steps": 3}, "smoothgrad": {"nt_samples": 2}}
+
+    def every_method():
+        for name, cls in attr.METHODS.items():
+            method = cls(gm)
+            for target in (None, 2, "prob", margin):
+                method.attribute(x, target=target, **options.get(name, {}))
+        for target in (None, margin):
+            lf.completeness(gm, x, target=target)
+            lf.completeness(gm, x, target=target, method="input_x_gradient")
+        lf.node_completeness(gm, x)
+
+    every_method()
+    assert analysed["model"] == 1, analysed
+    analysed.clear()
+    built.clear()
+    every_method()
+    every_method()
+    assert not analysed and not built, (analysed, built)
+    fullgrad = attr.FullGrad(gm)
+    assert fullgrad.biases(x) is attr.GradCAM(gm).compiled((x,)).biases
+    clone = copy.deepcopy(gm)  # what was read from the graph stays with the model it was read from
+    assert attr.FullGrad(clone).compiled((x,)) is not fullgrad.compiled((x,))
+    torch.testing.assert_close(attr.FullGrad(clone).attribute(x, target=margin), fullgrad.attribute(x, target=margin))
+
+
 def test_cam_layers(vit):
     model, x, gm, _ = vit
     cam = attr.GradCAM(gm)
     assert cam.layer_node(x).name == "add_4"  # the last block's output
     out = cam.attribute(x, 1)
-    assert cam._tapped[1] == "blocks.0", "a class-token readout follows blocks.1: its patch tokens have no gradient"
+    assert cam.used_layer == "blocks.0", "a class-token readout follows blocks.1: its patch tokens have no gradient"
     torch.testing.assert_close(out, attr.GradCAM(gm, layer="blocks.0").attribute(x, 1))
     torch.testing.assert_close(out, attr.GradCAM(gm, layer="add_2").attribute(x, 1))
     with pytest.raises(ValueError, match="no node or module named 'blocks.9'"):

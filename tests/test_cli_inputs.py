@@ -38,7 +38,7 @@ def refused(capsys, argv: list[str], *expected: str) -> str:
 def no_work(monkeypatch):
     """Loading a model fails the test: whatever is refused must be refused before any work."""
     import libragrad_fx.bench.demo
-    import libragrad_fx.cli.commands  # imported first: they bind the real common.load
+    import libragrad_fx.cli.commands  # noqa: F401  (imported first: they bind the real common.load)
     import libragrad_fx.cli.common as common
 
     def load(args):

@@ -2,8 +2,10 @@
 
 A method takes a transformed GraphModule (``libragrad_fx.transform(model)``) or a plain model,
 which it transforms on first use with the ``libragrad`` preset (``preset=`` chooses another,
-``vanilla`` included). The target is a logit of a ``[batch, classes]`` output: ``None`` for the
-predicted class, an int for one class, or one class per sample.
+``vanilla`` included). What the methods read from the transformed graph is found once and kept
+(:mod:`libragrad_fx.attr.compiled`). The target is a class's logit of a ``[batch, classes]`` output
+(``None``: the predicted class; an int; one per sample), ``"prob"`` / :class:`Probability`, or a
+callable mapping the model's output to one value per sample (:mod:`libragrad_fx.attr.readout`).
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ import torch.fx as fx
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["Attribution", "Inputs", "Target", "is_transformed", "targets", "target_values", "as_tuple", "like",
-           "input_gradients", "extra_args", "class_index",
-           "repeat_batch"]
+from .compiled import Compiled, compiled_of
+from .readout import Probability, Target, class_index, read, target_values, targets
+
+__all__ = ["Attribution", "Inputs", "Target", "Probability", "is_transformed", "targets", "target_values",
+           "as_tuple", "like", "input_gradients", "extra_args", "class_index", "repeat_batch"]
 
 Inputs = Union[Tensor, Sequence[Tensor]]
-Target = Union[None, int, Sequence[int], Tensor]
 
 
 def is_transformed(model: nn.Module) -> bool:
@@ -70,8 +73,38 @@ class Attribution:
     def input_names(self) -> list[str] | None:
         return None if self._gm is None else [n.name for n in self._gm.graph.nodes if n.op == "placeholder"]
 
+    def compiled(self, inputs: tuple[Tensor, ...], extra: tuple = ()) -> Compiled:
+        """The transformed model and what the methods read from its graph (found once, shared by every
+        method on the same transformed model)."""
+        return compiled_of(self.graph_module(inputs, extra), len(inputs))
+
     def forward(self, inputs: tuple[Tensor, ...], extra: tuple = ()) -> Tensor:
         return self.graph_module(inputs, extra)(*inputs, *extra)
+
+    def output(self, inputs: tuple[Tensor, ...], extra: tuple = ()) -> Any:
+        """The model's output, without gradients."""
+        with torch.no_grad():
+            return self.forward(inputs, extra)
+
+    def value(self, inputs: tuple[Tensor, ...], target: Target, extra: tuple = (),
+              samples: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """(the target's value per sample [B], the class index or None), without gradients."""
+        with torch.no_grad():
+            return read(self.compiled(inputs, extra), self.forward(inputs, extra), target, samples)
+
+    def traced_readout(self, target: Target, inputs: Inputs, additional_forward_args: Any = None):
+        """The traced readout of a ``"prob"`` / :class:`Probability` / callable target (its graph and
+        its ``report``); traced now on ``inputs`` if this model has not read it yet. None for a class."""
+        from .readout import compiled_readout, readout_of
+
+        readout = readout_of(target)
+        if readout is None:
+            return None
+        xs, extra = as_tuple(inputs), extra_args(additional_forward_args)
+        with torch.no_grad():
+            output = self.forward(xs, extra)
+        index = targets(output, readout.target) if isinstance(readout, Probability) else None
+        return compiled_readout(self.compiled(xs, extra), readout, output, index)
 
 
 def as_tuple(inputs: Inputs) -> tuple[Tensor, ...]:
@@ -88,53 +121,15 @@ def like(inputs: Inputs, values: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, .
     return values[0] if isinstance(inputs, Tensor) else tuple(values)
 
 
-def _logits(output: Any) -> Tensor:
-    if not isinstance(output, Tensor):
-        raise TypeError(f"the model returns {type(output).__name__}; attribution targets a logit of a "
-                        "[batch, classes] tensor output (wrap the model to return one)")
-    if output.dim() != 2:
-        raise ValueError(f"the model's output has shape {tuple(output.shape)}; attribution targets a logit "
-                         "of a [batch, classes] output (wrap the model to select one)")
-    return output
-
-
-def targets(output: Any, target: Target) -> Tensor:
-    """The class index per sample [B]: the predicted class for ``None``."""
-    logits = _logits(output)
-    if target is None:
-        return logits.detach().argmax(-1)
-    index = class_index(target, logits.shape[0], logits.device)
-    if index.min() < 0 or index.max() >= logits.shape[1]:
-        raise ValueError(f"target {index.tolist()} out of range for {logits.shape[1]} classes")
-    return index
-
-
-def class_index(target: Target, batch: int, device: torch.device | str = "cpu") -> Tensor:
-    """An explicit target (an int, or one per sample) as a class index per sample [B]."""
-    if target is None:
-        raise ValueError("target is None: the predicted class needs the model's output (use targets())")
-    index = torch.as_tensor(target, dtype=torch.long, device=device).reshape(-1)
-    if index.numel() == 1:
-        return index.expand(batch)
-    if index.numel() != batch:
-        raise ValueError(f"target has {index.numel()} entries for a batch of {batch}: pass one per sample")
-    return index
-
-
-def target_values(output: Any, index: Tensor) -> Tensor:
-    """f_t(x) per sample [B]: the target logit of each sample."""
-    return _logits(output).gather(1, index[:, None])[:, 0]
-
-
-def input_gradients(method: Attribution, inputs: tuple[Tensor, ...], target: Target,
-                    extra: tuple = ()) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
-    """(grad~_x f_t for each input, f_t(x) [B], target index [B]): one forward, one backward,
-    gradients requested for the inputs only."""
+def input_gradients(method: Attribution, inputs: tuple[Tensor, ...], target: Target, extra: tuple = (),
+                    samples: int | None = None) -> tuple[tuple[Tensor, ...], Tensor, Tensor | None]:
+    """(grad~_x f_t for each input, f_t(x) [B], class index [B] or None for a callable target): one
+    forward, one backward, gradients requested for the inputs only. ``samples``: the batch a callable
+    readout is defined on, when ``inputs`` stack copies of it."""
     xs = tuple(x.detach().requires_grad_(True) for x in inputs)
     with torch.enable_grad():
         output = method.forward(xs, extra)
-        index = targets(output, target)
-        values = target_values(output, index)
+        values, index = read(method.compiled(xs, extra), output, target, samples)
         grads = torch.autograd.grad(values.sum(), xs, allow_unused=True)
     grads = tuple(torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads))
     return grads, values.detach(), index

@@ -24,12 +24,13 @@ softplus.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import numbers
 import operator
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.fx as fx
@@ -101,12 +102,14 @@ class Biases:
     output of every site (differentiate the target with respect to these) and the bias that enters
     there (detached; shaped like its site's output, or broadcastable to it for a per-channel bias).
     ``Biases(gm).module_with(nodes)`` also returns the values of more nodes of ``gm`` after those,
-    for callers that need them from the same forward.
+    for callers that need them from the same forward. ``analysis``: an analysis of ``gm`` with the
+    same inputs, if one exists already (it is not made again).
     """
 
-    def __init__(self, gm: fx.GraphModule, input_names: Iterable[str] | None = None) -> None:
+    def __init__(self, gm: fx.GraphModule, input_names: Iterable[str] | None = None, *,
+                 analysis: Analysis | None = None) -> None:
         self.gm = gm
-        self.analysis = Analysis(gm, input_names)
+        self.analysis = analysis if analysis is not None else Analysis(gm, input_names)
         self.units = self.analysis.units()
         self.live = live_nodes(self.analysis, []).live
         wrapped = {n for unit in self.units.values() for n in unit[:-1]}
@@ -177,11 +180,25 @@ class Biases:
         extra = list(extra)
         return extend(self.gm, lambda graph, env: self._build(graph, env) + [env[n] for n in extra])
 
-    def _build(self, graph: fx.Graph, env: dict[fx.Node, fx.Node]) -> list:
+    def watched_module(self, watch: Callable[[torch.Tensor, torch.Tensor, str], None],
+                       extra: Iterable[fx.Node] = ()) -> fx.GraphModule:
+        """``module(*inputs) -> (output, *extra values)`` that calls ``watch(value, bias, site name)`` as
+        soon as each site's value and bias are computed, so that nothing keeps a site's value alive
+        to the end of the forward (a caller registers gradient hooks there)."""
+        extra = list(extra)
+        module = extend(self.gm, lambda graph, env: self._build(graph, env, watch) + [env[n] for n in extra])
+        module.graph.lint()  # the nodes inserted after each site come after everything they read
+        return module
+
+    def _build(self, graph: fx.Graph, env: dict[fx.Node, fx.Node],
+               watch: Callable[[torch.Tensor, torch.Tensor, str], None] | None = None) -> list:
+        """Nodes evaluating each site's bias: at the end of the graph, all returned (``watch`` None), or
+        right after each site, handed to ``watch`` there."""
         zeros: dict[fx.Node, fx.Node] = {}
 
         def zero(node: fx.Node, fresh: bool) -> fx.Node:
-            if fresh:  # an in-place op would write into a shared zero tensor
+            if fresh or watch is not None:  # an in-place op would write into a shared zero tensor; a
+                # watched site's zeros must not live on to later sites
                 return graph.call_function(torch.zeros_like, (env[node],))
             if node not in zeros:
                 zeros[node] = graph.call_function(torch.zeros_like, (env[node],))
@@ -189,34 +206,48 @@ class Biases:
 
         values, constants = [], []
         for unit, site in self._entries:
-            local: dict[fx.Node, fx.Node] = {}
-            bias = self._channel_bias(unit, graph, env)
-            if bias is not None:
-                local[unit[-1]] = bias
-            for node in unit if bias is None else ():
-                streams = {a for _, a in self.analysis.dep_args(node) if a not in unit}
-                fresh = self.analysis[node].op is not None and self.analysis[node].op.inplace
-                local[node] = graph.node_copy(
-                    node, lambda a, s=streams, f=fresh: local[a] if a in local else zero(a, f) if a in s else env[a])
+            here = graph.inserting_before(env[unit[-1]].next) if watch is not None else contextlib.nullcontext()
+            with here:
+                local: dict[fx.Node, fx.Node] = {}
+                bias = self._channel_bias(unit, graph, env)
+                if bias is not None:
+                    local[unit[-1]] = bias
+                for node in unit if bias is None else ():
+                    streams = {a for _, a in self.analysis.dep_args(node) if a not in unit}
+                    fresh = self.analysis[node].op is not None and self.analysis[node].op.inplace
+                    local[node] = graph.node_copy(
+                        node, lambda a, s=streams, f=fresh: local[a] if a in local else zero(a, f) if a in s
+                        else env[a])
             for name, index in self._readouts(unit[-1], site.node):
                 value, constant = env[unit[-1]], local[unit[-1]]
                 if index is not None:
                     value = env[next(u for u in unit[-1].users if u.args[1] == index)]
-                    constant = graph.call_function(operator.getitem, (constant, index))
+                # after both the value and its bias: a tuple's elements come after the bias block (inserted
+                # right after the site), a plain site's bias after its value
+                later = value if index is not None else constant
+                here = graph.inserting_before(later.next) if watch is not None else contextlib.nullcontext()
+                with here:
+                    if index is not None:
+                        constant = graph.call_function(operator.getitem, (constant, index))
+                    constant = graph.call_method("detach", (constant,))
+                    if watch is not None:
+                        graph.call_function(watch, (value, constant, name))
+                        continue
                 values.append(value)
-                constants.append(graph.call_method("detach", (constant,)))
-                self.constant_nodes[name] = constants[-1].name
-        return [tuple(values), tuple(constants)]
+                constants.append(constant)
+                self.constant_nodes[name] = constant.name
+        return [] if watch is not None else [tuple(values), tuple(constants)]
 
     def _channel_bias(self, unit: tuple[fx.Node, ...], graph: fx.Graph,
                       env: dict[fx.Node, fx.Node]) -> fx.Node | None:
-        """A linear map's or convolution's bias, read as is, shaped to broadcast against the output.
+        """A linear map's, convolution's or norm's bias, read as is, shaped to broadcast against the output.
 
         It is what the op gives at zero input, without running the op on zeros (the matmul of a
-        zero-evaluation would cost as much as the layer's forward)."""
+        zero-evaluation would cost as much as the layer's forward; a norm's would be a full-size
+        tensor kept for FullGrad's backward where a vector of the channels' biases says the same)."""
         node = unit[-1]
         name = op_name(node, self.analysis)
-        if len(unit) != 1 or name not in _CHANNEL_BIAS:
+        if len(unit) != 1 or name not in _CHANNEL_BIAS or self._readouts(node, node.name)[0][1] is not None:
             return None
         value = named_args(node, self.analysis).get("bias")
         if node.op == "call_module" and isinstance(value, torch.Tensor):
@@ -238,16 +269,20 @@ class Biases:
 
 
 def trailing_bias(bias: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """linear(0, W, b) = b, broadcast over the output's leading dimensions."""
+    """linear(0, W, b) = b, broadcast over the output's leading dimensions (layer_norm(0, w, b) too: the
+    centred input is zero, whatever the frozen statistic)."""
     return bias
 
 
 def channel_bias(bias: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """conv(0, W, b) = b on every position of each channel: b shaped [C, 1, ...] against [B, C, ...]."""
+    """conv(0, W, b) = b on every position of each channel: b shaped [C, 1, ...] against [B, C, ...]
+    (group_norm(0, w, b) too)."""
     return bias.reshape(-1, *[1] * (output.dim() - 2))
 
 
-_CHANNEL_BIAS = {"linear": trailing_bias, "conv": channel_bias, "conv_transpose": channel_bias}
+_CHANNEL_BIAS = {"linear": trailing_bias, "conv": channel_bias, "conv_transpose": channel_bias,
+                 "layer_norm": trailing_bias, "libragrad.layer_norm": trailing_bias,
+                 "group_norm": channel_bias, "libragrad.group_norm": channel_bias}
 
 
 def _source(node: fx.Node, analysis: Analysis, limit: int = 3) -> str:

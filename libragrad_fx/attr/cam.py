@@ -7,8 +7,10 @@ For a layer's activations A and the target's gradient G = grad~_A f_t, both [B, 
 * HiResCAM (Draelos & Carin 2020):  cam_n = sum_c A_nc * G_nc
 * XGradCAM (Fu et al. 2020):        cam_n = sum_c A_nc * (sum_m G_mc A_mc / sum_m A_mc)
 
-then ReLU. With LibraGrad, G is the rewritten gradient. The layer is chosen by node name or module
-path (``blocks.3``); by default, the last block's output.
+then ReLU. With LibraGrad, G is the rewritten gradient; f_t is the target (a logit, ``"prob"``, or a
+callable readout: :mod:`libragrad_fx.attr.readout`). The layer is chosen by node name or module path
+(``blocks.3``); by default, the last block's output. Each layer is tapped once per transformed model
+(:mod:`libragrad_fx.attr.compiled`).
 """
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ import torch.fx as fx
 from torch import Tensor
 
 from libragrad_fx.attr import maps
-from libragrad_fx.attr.taps import blocks, find_layer, gradient_paths, patch_embedding, tap
+from libragrad_fx.attr.taps import find_layer, tap
 
-from ._base import Attribution, Inputs, Target, as_tuple, extra_args, target_values, targets
+from ._base import Attribution, Inputs, Target, as_tuple, extra_args
+from .compiled import Compiled
+from .readout import read
 
 __all__ = ["GradCAM", "HiResCAM", "XGradCAM"]
 
@@ -46,29 +50,26 @@ class _CAM(Attribution):
         self.layer = layer
         self.grid = grid
         self.relu = relu
-        self._tapped: tuple[fx.GraphModule, fx.GraphModule, fx.Node] | None = None
+        self._used: str | None = None
 
     def layer_node(self, inputs: Inputs, additional_forward_args: Any = None) -> fx.Node:
-        """The node whose output the map is computed on."""
-        return self._tap(as_tuple(inputs), extra_args(additional_forward_args))[1]
+        """The node whose output the map is computed on (for ``layer=None``: the last block's)."""
+        xs = as_tuple(inputs)
+        return _tap(self.compiled(xs, extra_args(additional_forward_args)), self.layer)[1]
 
-    def _tap(self, xs: tuple[Tensor, ...], extra: tuple, layer: str | None = None) -> tuple[fx.GraphModule, fx.Node]:
-        """(the model returning the layer's output and the patch grid's, the layer's node)."""
-        gm = self.graph_module(xs, extra)
-        layer = layer or self.layer
-        if self._tapped is None or self._tapped[0] is not gm or self._tapped[1] != layer:
-            analysis, live = gradient_paths(gm, len(xs))
-            node = find_layer(gm, layer, live)
-            probe = patch_embedding(gm, analysis, live)
-            self._tapped = (gm, layer, tap(gm, [node] + ([probe] if probe is not None else [])), node,
-                            blocks(gm, live))
-        return self._tapped[2:4]
+    @property
+    def used_layer(self) -> str | None:
+        """The layer the last map was computed on (the block before the last where that one had no
+        gradient on its patch tokens)."""
+        return self._used
 
     def attribute(self, inputs: Inputs, target: Target = None, additional_forward_args: Any = None) -> Tensor:
         """
         Args:
             inputs: a tensor [B, ...] or a tuple of tensors (the first 4-D one is the image).
-            target: the class per sample (None: the predicted class; an int; a list or tensor [B]).
+            target: what is explained: the class per sample (None: the predicted class; an int; a list or
+                tensor [B]), ``"prob"`` / :class:`~libragrad_fx.attr.Probability`, or a callable
+                ``output -> Tensor [B]`` (:mod:`libragrad_fx.attr.readout`).
             additional_forward_args: further positional model inputs.
 
         Returns:
@@ -76,24 +77,27 @@ class _CAM(Attribution):
         """
         xs = tuple(x.detach().requires_grad_(True) for x in as_tuple(inputs))
         extra = extra_args(additional_forward_args)
-        a, g, where = self._read(xs, extra, target, self.layer)
+        compiled = self.compiled(xs, extra)
+        a, g, where = self._read(compiled, xs, extra, target, self.layer)
+        self._used = self.layer
         if self.layer is None and not g.any():
-            earlier = self._tapped[4][:-1]
+            earlier = compiled.blocks[:-1]
             if earlier:  # a class-token readout follows the last block: its patch tokens have no gradient
-                a, g, where = self._read(xs, extra, target, earlier[-1])
+                a, g, where = self._read(compiled, xs, extra, target, earlier[-1])
+                self._used = earlier[-1]
         cam = self.combine(a, g)
         if self.relu:
             cam = cam.clamp(min=0)
         return cam.reshape(cam.shape[0], *where.grid)
 
-    def _read(self, xs: tuple[Tensor, ...], extra: tuple, target: Target,
+    def _read(self, compiled: Compiled, xs: tuple[Tensor, ...], extra: tuple, target: Target,
               layer: str | None) -> tuple[Tensor, Tensor, maps.Layout]:
         """A layer's activations and the target's gradient there, at its spatial positions [B, n, C]."""
-        module, node = self._tap(xs, extra, layer)
+        module, node = _tap(compiled, layer)
         with torch.enable_grad():
             output, activations, *probe = module(*xs, *extra)
-            index = targets(output, target)
-            (gradient,) = torch.autograd.grad(target_values(output, index).sum(), activations)
+            value, _ = read(compiled, output, target, xs[0].shape[0])
+            (gradient,) = torch.autograd.grad(value.sum(), activations)
         image = next((x for x in xs if x.dim() == 4), None)
         grid = self.grid or (tuple(probe[0].shape[-2:]) if probe and probe[0].dim() == 4 else None)
         where = maps.layout(activations.shape, xs[0].shape[0], grid, tuple(image.shape[-2:]) if image is not None
@@ -136,3 +140,13 @@ class XGradCAM(_CAM):
         total = a.sum(1, keepdim=True)
         weights = (g * a).sum(1, keepdim=True) / torch.where(total.abs() > 1e-7, total, torch.full_like(total, 1e-7))
         return (a * weights).sum(-1)
+
+
+def _tap(compiled: Compiled, layer: str | None) -> tuple[fx.GraphModule, fx.Node]:
+    """(the model returning the layer's output and the patch embedding's, the layer's node), made once
+    per transformed model and layer."""
+    def build() -> tuple[fx.GraphModule, fx.Node]:
+        node = find_layer(compiled.gm, layer, compiled.live)
+        probe = compiled.probe
+        return tap(compiled.gm, [node] + ([probe] if probe is not None else [])), node
+    return compiled.cached(("cam", layer), build)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ._base import Inputs, Target, as_tuple, extra_args
+from ._base import Inputs, Target, as_tuple, extra_args, input_gradients
 from ..core.verify import NodeCheck, NodeCompleteness, node_completeness
 
 __all__ = ["completeness", "Completeness", "node_completeness", "NodeCheck", "NodeCompleteness", "METHODS"]
@@ -30,10 +30,10 @@ class Completeness:
 
     method: str
     preset: str
-    target: Tensor
-    """The class attributed [B]."""
+    target: Tensor | None
+    """The class attributed [B] (None for a callable readout)."""
     output: Tensor
-    """f_t(x) [B]."""
+    """f_t(x) [B]: the target's value."""
     reference: Tensor
     """What the attributions should sum to [B]: f_t(x), or f_t(x) - f_t(x') for Integrated Gradients."""
     attributed: Tensor
@@ -48,7 +48,8 @@ class Completeness:
         return self.abs_error / self.reference.abs().clamp_min(torch.finfo(self.reference.dtype).tiny)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "preset": self.preset, "target": self.target.tolist(),
+        return {"method": self.method, "preset": self.preset,
+                "target": self.target.tolist() if self.target is not None else None,
                 "output": self.output.tolist(), "reference": self.reference.tolist(),
                 "attributed": self.attributed.tolist(), "abs_error": self.abs_error.tolist(),
                 "rel_error": self.rel_error.tolist()}
@@ -59,7 +60,8 @@ class Completeness:
                  f"  {'sample':>6} {'target':>6} {'reference':>12} {'attributed':>12} {'abs error':>10} "
                  f"{'rel error':>10}"]
         for i in range(len(self.output)):
-            lines.append(f"  {i:>6} {int(self.target[i]):>6} {float(self.reference[i]):>12.5g} "
+            target = int(self.target[i]) if self.target is not None else "-"
+            lines.append(f"  {i:>6} {target:>6} {float(self.reference[i]):>12.5g} "
                          f"{float(self.attributed[i]):>12.5g} {float(self.abs_error[i]):>10.2e} "
                          f"{float(self.rel_error[i]):>10.2e}")
         return "\n".join(lines)
@@ -70,9 +72,13 @@ def completeness(model: nn.Module, inputs: Inputs, target: Target = None, method
     """Per sample: f_t(x), what ``method`` attributes, and the absolute and relative error.
 
     Args:
-        model: a transformed GraphModule, or any ``nn.Module`` (transformed with ``preset``).
+        model: a transformed GraphModule, or any ``nn.Module`` (transformed with ``preset`` on every
+            call: pass the transformed model to check it repeatedly; what is read from its graph is kept).
         inputs: a tensor [B, ...] or a tuple of tensors.
-        target: the class per sample (None: the predicted class).
+        target: the class per sample (None: the predicted class), ``"prob"`` /
+            :class:`~libragrad_fx.attr.Probability`, or a callable ``output -> Tensor [B]``
+            (:mod:`libragrad_fx.attr.readout`): FullGrad then sums to the readout's value, the
+            readout's own biases included (a probability's head is not locally complete: it does not).
         method: ``fullgrad`` (Input x Gradient plus every bias's share: complete under LibraGrad on
             any model), ``input_x_gradient`` (complete on bias-free models) or
             ``integrated_gradients`` (sums to f(x) - f(x') with the vanilla gradient; ``kwargs``
@@ -80,6 +86,7 @@ def completeness(model: nn.Module, inputs: Inputs, target: Target = None, method
         preset: the rule preset for a plain model (default ``libragrad``).
     """
     from .. import attr
+    from .readout import resolve
 
     extra = extra_args(additional_forward_args)
     xs = as_tuple(inputs)
@@ -89,22 +96,19 @@ def completeness(model: nn.Module, inputs: Inputs, target: Target = None, method
         return Completeness(method, explainer.preset, result.target, result.output, result.output.double(),
                             result.attributed)
     if method == "input_x_gradient":
+        if kwargs:
+            raise TypeError(f"input_x_gradient takes no options, got {', '.join(kwargs)}")
         explainer = attr.InputXGradient(model, preset=preset)
-        with torch.no_grad():
-            output = explainer.forward(xs, extra)
-        index = attr.targets(output, target)
-        maps = as_tuple(explainer.attribute(xs, index, additional_forward_args, **kwargs))
-        value = attr.target_values(output, index)
-        return Completeness(method, explainer.preset, index, value, value.double(), _total(maps))
+        grads, value, index = input_gradients(explainer, xs, target, extra)
+        attributed = _total(tuple(x.detach() * g for x, g in zip(xs, grads)))
+        return Completeness(method, explainer.preset, index, value, value.double(), attributed)
     if method == "integrated_gradients":
         explainer = attr.IntegratedGradients(model, preset=preset)
-        with torch.no_grad():
-            output = explainer.forward(xs, extra)
-        index = attr.targets(output, target)
-        maps, delta = explainer.attribute(xs, target=index, additional_forward_args=additional_forward_args,
+        target = resolve(target, lambda: explainer.output(xs, extra), xs[0].shape[0], xs[0].device)
+        maps, delta = explainer.attribute(xs, target=target, additional_forward_args=additional_forward_args,
                                           return_convergence_delta=True, **kwargs)
         attributed = _total(as_tuple(maps))
-        value = attr.target_values(output, index)
+        value, index = explainer.value(xs, target, extra)
         return Completeness(method, explainer.preset, index, value, attributed - delta.double(), attributed)
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
 

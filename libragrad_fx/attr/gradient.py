@@ -1,6 +1,7 @@
 """Gradient (saliency) and Input x Gradient, on the rewritten backward (docs/METHOD.md section 5).
 
-With LibraGrad, Input x Gradient is complete on a model without biases: sum(x * grad~_x f) = f(x).
+With LibraGrad, Input x Gradient is complete on a model without biases: sum(x * grad~_x f) = f(x),
+f the target (a logit, or a traced readout: :mod:`libragrad_fx.attr.readout`).
 """
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ __all__ = ["Gradient", "InputXGradient"]
 
 
 class Gradient(Attribution):
-    """grad~_x f_t(x): the gradient of the target logit with respect to each input."""
+    """grad~_x f_t(x): the gradient of the target (a logit, or a readout) with respect to each input."""
 
     def attribute(self, inputs: Inputs, target: Target = None, additional_forward_args: Any = None,
                   abs: bool = False) -> Tensor | tuple[Tensor, ...]:
         """
         Args:
             inputs: a tensor [B, ...] or a tuple of tensors, each attributed.
-            target: the class per sample (None: the predicted class; an int; a list or tensor [B]).
+            target: what is explained: the class per sample (None: the predicted class; an int; a list or
+                tensor [B]), ``"prob"`` / :class:`~libragrad_fx.attr.Probability`, or a callable
+                ``output -> Tensor [B]`` (:mod:`libragrad_fx.attr.readout` states the contract).
             additional_forward_args: further positional model inputs, not attributed.
             abs: return |grad| (captum's Saliency default) instead of the signed gradient.
 

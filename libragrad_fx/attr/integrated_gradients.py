@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._base import (Attribution, Inputs, Target, as_tuple, class_index, extra_args, input_gradients, like,
-                    repeat_batch, targets)
+from ._base import Attribution, Inputs, Target, as_tuple, extra_args, input_gradients, like, repeat_batch
+from .readout import repeat, resolve
 
 __all__ = ["IntegratedGradients", "quadrature", "METHODS"]
 
@@ -67,12 +67,14 @@ class IntegratedGradients(Attribution):
         Args:
             inputs: a tensor [B, ...] or a tuple of tensors, each attributed.
             baselines: x' per input: None (zeros), a number, or a tensor broadcastable to the input.
-            target: the class per sample (None: the class predicted at ``inputs``).
+            target: the class per sample (None: the class predicted at ``inputs``), ``"prob"`` /
+                :class:`~libragrad_fx.attr.Probability`, or a callable ``output -> Tensor [B]`` (called
+                once per path point, on the B samples' outputs there).
             additional_forward_args: further positional model inputs, not attributed.
             n_steps: quadrature points along the path.
             method: ``gausslegendre`` (default) or ``riemann_{left,right,middle,trapezoid}``.
             internal_batch_size: rows per forward pass (path points times samples); None: all at once.
-            return_convergence_delta: also return sum(IG) - (f(x) - f(x')) per sample.
+            return_convergence_delta: also return sum(IG) - (f(x) - f(x')) per sample (f: the target).
 
         Returns:
             Tensors shaped like ``inputs``, and the delta [B] if asked for.
@@ -81,10 +83,8 @@ class IntegratedGradients(Attribution):
         extra = extra_args(additional_forward_args)
         bases = _baselines(baselines, xs)
         batch = xs[0].shape[0]
-        if target is None:
-            with torch.no_grad():
-                target = targets(self.forward(xs, extra), None)
-        index = class_index(target, batch, xs[0].device)
+        # the class predicted at the input is explained all along the path
+        target = resolve(target, lambda: self.output(xs, extra), batch, xs[0].device)
         points, weights = quadrature(method, n_steps)
         per_chunk = n_steps if internal_batch_size is None else max(1, internal_batch_size // batch)
         total = [torch.zeros_like(x) for x in xs]
@@ -92,7 +92,7 @@ class IntegratedGradients(Attribution):
             alphas = points[start:start + per_chunk]
             scaled = tuple(torch.cat([b + a * (x - b) for a in alphas]) for x, b in zip(xs, bases))
             steps = len(alphas)
-            grads, _, _ = input_gradients(self, scaled, index.repeat(steps), repeat_batch(extra, steps))
+            grads, _, _ = input_gradients(self, scaled, repeat(target, steps), repeat_batch(extra, steps), batch)
             w = torch.tensor(weights[start:start + per_chunk], dtype=xs[0].dtype, device=xs[0].device)
             for i, g in enumerate(grads):
                 g = g.reshape(steps, *xs[i].shape)
@@ -101,10 +101,8 @@ class IntegratedGradients(Attribution):
         result = like(inputs, attributions)
         if not return_convergence_delta:
             return result
-        with torch.no_grad():
-            rows = torch.arange(batch, device=index.device)
-            end = self.forward(xs, extra)[rows, index]
-            start_value = self.forward(bases, extra)[rows, index]
+        end, _ = self.value(xs, target, extra, batch)
+        start_value, _ = self.value(bases, target, extra, batch)
         attributed = sum(a.flatten(1).sum(1) for a in attributions)
         return result, attributed - (end - start_value)
 

@@ -27,9 +27,11 @@ from torch import Tensor
 from libragrad_fx.attr import maps
 from libragrad_fx.core.analysis import Analysis
 from libragrad_fx.core.ops import Category
-from libragrad_fx.attr.taps import gradient_paths, patch_embedding, tap
+from libragrad_fx.attr.taps import tap
 
-from ._base import Attribution, Inputs, Target, as_tuple, extra_args, target_values, targets
+from ._base import Attribution, Inputs, Target, as_tuple, extra_args
+from .compiled import Compiled
+from .readout import read
 
 __all__ = ["AttentionRollout", "GradientRollout", "GAE", "attention_sites"]
 
@@ -133,33 +135,15 @@ class _Rollout(Attribution):
             raise ValueError(f"unknown readout {readout!r}; valid: auto, cls, mean")
         self.grid = grid
         self.readout = readout
-        self._tapped = None
-
-    def _tap(self, xs: tuple[Tensor, ...], extra: tuple):
-        gm = self.graph_module(xs, extra)
-        if self._tapped is None or self._tapped[0] is not gm:
-            analysis, live = gradient_paths(gm, len(xs))
-            sites = attention_sites(gm, analysis, live)
-            if not sites:
-                raise ValueError(f"{type(self).__name__}: no attention on the model's gradient paths "
-                                 "(no scaled_dot_product_attention, no softmax(...) @ v)")
-            wanted: list[fx.Node] = []
-            for site in sites:
-                for n in (site.node, site.query, site.key, site.mask, site.weights, site.value):
-                    if isinstance(n, fx.Node) and n not in wanted:
-                        wanted.append(n)
-            probe = patch_embedding(gm, analysis, live)
-            if probe is not None:
-                wanted.append(probe)
-            self._tapped = (gm, tap(gm, wanted), sites, wanted, probe)
-        return self._tapped[1:]
 
     def attribute(self, inputs: Inputs, target: Target = None, additional_forward_args: Any = None) -> Tensor:
         """
         Args:
             inputs: a tensor [B, ...] or a tuple of tensors (the first 4-D one is the image).
-            target: the class per sample (None: the predicted class); used by the gradient-weighted
-                form and to find the rows the ``auto`` readout averages.
+            target: the class per sample (None: the predicted class), ``"prob"`` /
+                :class:`~libragrad_fx.attr.Probability`, or a callable ``output -> Tensor [B]``
+                (:mod:`libragrad_fx.attr.readout`); used by the gradient-weighted form and to find the
+                rows the ``auto`` readout averages.
             additional_forward_args: further positional model inputs.
 
         Returns:
@@ -170,16 +154,17 @@ class _Rollout(Attribution):
         backward = self.uses_gradient or self.readout == "auto"
         xs = tuple(x.detach().requires_grad_(backward) for x in as_tuple(inputs))
         extra = extra_args(additional_forward_args)
-        module, sites, wanted, probe_node = self._tap(xs, extra)
+        compiled = self.compiled(xs, extra)
+        module, sites, wanted, probe_node = _taps(compiled, type(self).__name__)
         with torch.set_grad_enabled(backward):
             output, *tapped = module(*xs, *extra)
             values = dict(zip(wanted, tapped))
             grads = {}
             if backward:
-                index = targets(output, target)
+                value, _ = read(compiled, output, target, xs[0].shape[0])
                 asked = sites if self.uses_gradient else sites[-1:]
                 outs = [values[s.node] for s in asked]
-                found = torch.autograd.grad(target_values(output, index).sum(), outs, allow_unused=True)
+                found = torch.autograd.grad(value.sum(), outs, allow_unused=True)
                 grads = {s.node: g for s, g in zip(asked, found)}
         batch = xs[0].shape[0]
         probe = values.get(probe_node) if probe_node is not None else None
@@ -195,8 +180,8 @@ class _Rollout(Attribution):
         return spatial[..., 0].reshape(batch, *where.grid)
 
     def _roll(self, sites: list[AttentionSite], values: dict, grads: dict, grid: tuple[int, int] | None,
-              read: Tensor | None = None) -> Tensor:
-        """The relevance of each token [B, N]; ``read`` [B, N]: the last layer's rows the target reads."""
+              rows: Tensor | None = None) -> Tensor:
+        """The relevance of each token [B, N]; ``rows`` [B, N]: the last layer's rows the target reads."""
         rolled: Tensor | None = None
         pooled: Tensor | None = None
         for site in sites:
@@ -214,9 +199,9 @@ class _Rollout(Attribution):
                 pooled = layer.mean(1, keepdim=True) @ rolled
         if pooled is not None:
             return pooled[:, 0]
-        if self.readout == "auto" and read is not None and read.shape == rolled.shape[:2] and read.any(1).all():
+        if self.readout == "auto" and rows is not None and rows.shape == rolled.shape[:2] and rows.any(1).all():
             # the rows the output reads (the class token's; every patch token's under mean pooling)
-            weights = read.to(rolled.dtype)
+            weights = rows.to(rolled.dtype)
             return (weights[..., None] * rolled).sum(1) / weights.sum(1, keepdim=True)
         has_prefix = grid is not None and rolled.shape[-1] > grid[0] * grid[1]
         return rolled[:, 0] if self.readout == "cls" or (self.readout == "auto" and has_prefix) else rolled.mean(1)
@@ -259,6 +244,29 @@ class GradientRollout(_Rollout):
 
 
 GAE = GradientRollout
+
+
+def _taps(compiled: Compiled, method: str) -> tuple[fx.GraphModule, list[AttentionSite], list[fx.Node],
+                                                    fx.Node | None]:
+    """(the model returning every attention's inputs and output, the sites, the tapped nodes, the patch
+    embedding), made once per transformed model."""
+    def build():
+        sites = attention_sites(compiled.gm, compiled.analysis, compiled.live)
+        if not sites:
+            return None
+        wanted: list[fx.Node] = []
+        for site in sites:
+            for n in (site.node, site.query, site.key, site.mask, site.weights, site.value):
+                if isinstance(n, fx.Node) and n not in wanted:
+                    wanted.append(n)
+        if compiled.probe is not None:
+            wanted.append(compiled.probe)
+        return tap(compiled.gm, wanted), sites, wanted, compiled.probe
+    found = compiled.cached("rollout", build)
+    if found is None:
+        raise ValueError(f"{method}: no attention on the model's gradient paths "
+                         "(no scaled_dot_product_attention, no softmax(...) @ v)")
+    return found
 
 
 def _read_rows(site: AttentionSite, grads: dict) -> Tensor | None:

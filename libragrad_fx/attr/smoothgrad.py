@@ -12,8 +12,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
-from ._base import (Attribution, Inputs, Target, as_tuple, class_index, extra_args, input_gradients, like,
-                    repeat_batch, targets)
+from ._base import Attribution, Inputs, Target, as_tuple, extra_args, input_gradients, like, repeat_batch
+from .readout import repeat, resolve
 
 __all__ = ["SmoothGrad", "NT_TYPES", "BASES"]
 
@@ -31,7 +31,9 @@ class SmoothGrad(Attribution):
         """
         Args:
             inputs: a tensor [B, ...] or a tuple of tensors, each attributed.
-            target: the class per sample (None: the class predicted at the noise-free ``inputs``).
+            target: the class per sample (None: the class predicted at the noise-free ``inputs``),
+                ``"prob"`` / :class:`~libragrad_fx.attr.Probability`, or a callable ``output -> Tensor [B]``
+                (called once per noisy copy, on the B samples' outputs).
             additional_forward_args: further positional model inputs, not attributed.
             nt_samples: noisy copies per sample.
             stdevs: the noise's standard deviation (a number, or one per input); None: 0.15 times
@@ -51,10 +53,8 @@ class SmoothGrad(Attribution):
         xs = tuple(x.detach() for x in as_tuple(inputs))
         extra = extra_args(additional_forward_args)
         batch = xs[0].shape[0]
-        if target is None:
-            with torch.no_grad():
-                target = targets(self.forward(xs, extra), None)
-        index = class_index(target, batch, xs[0].device)
+        # the class predicted without noise is explained on every noisy copy
+        target = resolve(target, lambda: self.output(xs, extra), batch, xs[0].device)
         sigmas = _sigmas(stdevs, xs)
         per_chunk = nt_samples if nt_samples_batch_size is None else max(1, nt_samples_batch_size)
         first = [torch.zeros_like(x) for x in xs]
@@ -66,8 +66,7 @@ class SmoothGrad(Attribution):
                 (copies * batch, *x.shape[1:]), generator=generator, dtype=x.dtype,
                 device=generator.device if generator is not None else x.device).to(x.device)
                 * torch.cat([s] * copies) for x, s in zip(xs, sigmas))
-            grads, _, _ = input_gradients(self, noisy, index.repeat(copies),
-                                          repeat_batch(extra, copies))
+            grads, _, _ = input_gradients(self, noisy, repeat(target, copies), repeat_batch(extra, copies), batch)
             for i, (g, z) in enumerate(zip(grads, noisy)):
                 a = (g * z if base == "input_x_gradient" else g).reshape(copies, *xs[i].shape)
                 first[i] = first[i] + a.sum(0)

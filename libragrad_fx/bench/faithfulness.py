@@ -195,12 +195,11 @@ def _range(x: Tensor) -> float:
 def has_attention(maps: _Maps, x: Tensor) -> bool:
     """Whether the rollouts can read attention from this model (not from an MLP-Mixer): the same graph
     question the rollouts ask (attention on a gradient path), without running one."""
+    from libragrad_fx.attr.compiled import compiled_of
     from libragrad_fx.attr.rollout import attention_sites
-    from libragrad_fx.attr.taps import gradient_paths
 
-    gm = maps.gm["vanilla"]
-    analysis, live = gradient_paths(gm, 1)
-    return bool(attention_sites(gm, analysis, live))
+    model = compiled_of(maps.gm["vanilla"], 1)  # the graph facts the methods on this model read too
+    return bool(attention_sites(model.gm, model.analysis, model.live))
 
 
 # --------------------------------------------------------------------------- scoring
