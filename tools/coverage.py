@@ -95,9 +95,14 @@ def registry_cases() -> list[Case]:
 # --- core ATen samples ---------------------------------------------------------------------------
 
 def core_ops() -> list[torch._ops.OpOverload]:
-    """Every overload of torch's core ATen opset, by name."""
+    """Every overload of torch's core ATen opset, by name.
+
+    Read from the dispatcher's list of registered operators: ``dir(torch.ops.aten)`` lists only the
+    packets some code has touched so far, so the set would depend on what ran before."""
     found = []
-    for name in dir(torch.ops.aten):
+    names = sorted({name.split("::", 1)[1].split(".")[0] for name in torch._C._dispatch_get_all_op_names()
+                    if name.startswith("aten::")})
+    for name in names:
         packet = getattr(torch.ops.aten, name, None)
         if not isinstance(packet, torch._ops.OpOverloadPacket):
             continue

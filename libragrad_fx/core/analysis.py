@@ -426,7 +426,7 @@ class Analysis:
                         "a stream: no rule")
         if any(entry.role(n) is Role.ADDITIVE and not self.dep(v) for n, v in present):
             return None  # a bias site: the op evaluated with its streams at zero holds every constant part
-        names = {n.split("[")[0] for n, _ in present}
+        names = list(dict.fromkeys(n.split("[")[0] for n, _ in present))  # argument order: a stable message
         terms = entry.terms or ((*[n for n in names if entry.role(n) in _FACTOR_ROLES],),)
         for term in terms:
             args = [(n, v) for n, v in present if n.split("[")[0] in term]  # an absent factor is a 1
