@@ -10,14 +10,14 @@ runs (b: its bias, where FullGrad finds one).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ._base import Inputs, Target, as_tuple, extra_args, input_gradients
-from ..core.verify import NodeCheck, NodeCompleteness, node_completeness
+from ._base import Attribution, Inputs, Target, as_tuple, extra_args, input_gradients
+from ..core.verify import NodeCheck, NodeCompleteness, check_graph, default_tol
 
 __all__ = ["completeness", "Completeness", "node_completeness", "NodeCheck", "NodeCompleteness", "METHODS"]
 
@@ -111,6 +111,32 @@ def completeness(model: nn.Module, inputs: Inputs, target: Target = None, method
         value, index = explainer.value(xs, target, extra)
         return Completeness(method, explainer.preset, index, value, attributed - delta.double(), attributed)
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def node_completeness(model: nn.Module, inputs: Inputs, *, preset: str | None = None,
+                      additional_forward_args: Any = None, tol: float | None = None, probes: int = 3,
+                      seed: int = 0, progress: Callable[[int, int], None] | None = None) -> NodeCompleteness:
+    """Check y = sum_i J~_i x_i + b at every op on a gradient path and list where it fails
+    (:func:`libragrad_fx.core.verify.node_completeness`, on the analysis the attribution methods share:
+    a transformed model is not analysed again).
+
+    Args:
+        model: a transformed GraphModule, or any ``nn.Module`` (transformed with ``preset``).
+        inputs: a tensor [B, ...] or a tuple of tensors (the input-dependent values).
+        tol: the relative error above which an op is reported as not complete (default: from the
+            inputs' dtype, :func:`~libragrad_fx.core.verify.default_tol`).
+        probes: random projections per op (the error estimate's degrees of freedom).
+        seed: for the projections.
+        progress: called as ``progress(done, total)`` as the ops are checked (a progress display's hook).
+    """
+    xs = as_tuple(inputs)
+    extra = extra_args(additional_forward_args)
+    compiled = Attribution(model, preset=preset).compiled(xs, extra)
+    report = compiled.gm.libragrad_report
+    if tol is None:
+        tol = default_tol(next((x.dtype for x in xs if x.is_floating_point()), torch.float32))
+    return check_graph(compiled.gm, xs, extra, tol=tol, probes=probes, seed=seed, model=report.model,
+                       preset=report.preset, progress=progress, analysis=compiled.analysis)
 
 
 def _total(maps: tuple[Tensor, ...]) -> Tensor:

@@ -130,10 +130,12 @@ def _transformed(model: nn.Module, example: tuple, preset: str | None) -> fx.Gra
 
 def check_graph(gm: fx.GraphModule, inputs: Sequence[Tensor], extra: Sequence = (), *, tol: float, probes: int = 3,
                 seed: int = 0, model: str = "", preset: str = "",
-                progress: Callable[[int, int], None] | None = None) -> NodeCompleteness:
-    """:func:`node_completeness` on a transformed graph whose first placeholders take ``inputs``."""
-    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"][:len(inputs)]
-    analysis = Analysis(gm, names)
+                progress: Callable[[int, int], None] | None = None,
+                analysis: Analysis | None = None) -> NodeCompleteness:
+    """:func:`node_completeness` on a transformed graph whose first placeholders take ``inputs``
+    (``analysis``: the graph's analysis with those inputs, where one exists already)."""
+    if analysis is None:
+        analysis = Analysis(gm, [n.name for n in gm.graph.nodes if n.op == "placeholder"][:len(inputs)])
     units = analysis.units()
     inner = {n for unit in units.values() for n in unit[:-1]}
     live = live_nodes(analysis, []).live
