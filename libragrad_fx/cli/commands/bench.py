@@ -11,7 +11,8 @@ TAKES_MODEL = False
 def register(commands, parents) -> None:
     sub = commands.add_parser("bench", help="the faithfulness comparison on the bundled models (CSV, table, plots)")
     sub.add_argument("--n", type=int, default=500, help="images per model (default 500)")
-    sub.add_argument("--models", type=comma_list, help="bundled models, comma-separated (default: all)")
+    sub.add_argument("--models", type=comma_list, help="bundled models, comma-separated (default: every "
+                     "classifier; 'clip' runs the prompt-conditioned benchmark)")
     sub.add_argument("--methods", type=comma_list, help="methods, comma-separated (default: all; a gradient method "
                      "runs vanilla and libragrad)")
     sub.add_argument("--seed", type=int, default=None, help="image seed (default: the held-out seed)")
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from ...bench.faithfulness import Config, resolve_methods
     from ...core.errors import UsageError
 
-    valid = models.names()
-    chosen = args.models or valid
+    valid = models.names() + models.names("clip")
+    chosen = args.models or models.names()
     unknown = [m for m in chosen if m not in valid]
     if unknown:
         raise UsageError(f"--models: unknown bundled model(s) {', '.join(unknown)}; valid: {', '.join(valid)}")

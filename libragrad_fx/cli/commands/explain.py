@@ -16,17 +16,27 @@ def register(commands, parents) -> None:
     source = sub.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", metavar="PATH", help="an image file (resized and normalised for the model)")
     source.add_argument("--random", action="store_true", help="a random input (seeded by --seed)")
-    sub.add_argument("--method", default="ixg", choices=method_names(), help="attribution method (default ixg)")
+    sub.add_argument("--method", choices=method_names(), help="attribution method (default ixg; fullgrad for clip)")
     sub.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
     sub.add_argument("--compare", action="store_true", help="the vanilla map beside the LibraGrad one")
     sub.add_argument("--out", required=True, metavar="FILE.png")
     sub.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    sub.add_argument("--prompt", action="append", metavar="TEXT",
+                     help="a CLIP model (clip): the text whose match with the image is explained (repeatable)")
     sub.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import clip
     from ..images import load_image
 
+    if clip.is_clip(args.model):
+        return clip.run(args)
+    if args.prompt:
+        from ...core.errors import UsageError
+
+        raise UsageError(f"--prompt applies to a CLIP model (clip), not to {args.model}")
+    args.method = args.method or "ixg"
     if not args.out.endswith(".png"):
         from ...core.errors import UsageError
 
