@@ -184,11 +184,15 @@ def draw(image: Tensor, maps: Sequence[PromptedMap], path: str | os.PathLike, ou
 
 
 @torch.no_grad()
-def _similarities(model, images: Tensor, prompts: Sequence[str], chunk: int = 500) -> Tensor:
-    text = F.normalize(model.encode_text(list(prompts)), dim=-1)
-    out = [F.normalize(model.encode_image(images[i:i + chunk]), dim=-1) @ text.T
-           for i in range(0, images.shape[0], chunk)]
-    return torch.cat(out)
+def _embed(model, images: Tensor, chunk: int = 500) -> Tensor:
+    """Unit image embeddings (n, D)."""
+    return torch.cat([F.normalize(model.encode_image(images[i:i + chunk]), dim=-1)
+                      for i in range(0, images.shape[0], chunk)])
+
+
+@torch.no_grad()
+def _similarities(model, embedded: Tensor, prompts: Sequence[str]) -> Tensor:
+    return embedded @ F.normalize(model.encode_text(list(prompts)), dim=-1).T
 
 
 @torch.no_grad()
@@ -209,17 +213,19 @@ def zero_shot_report(model, n: int, seed: int) -> dict[str, Any]:
 
     prompts = captions.class_prompts()
     one = generate(n, seed=seed, two_objects=False)
+    one_embedded = _embed(model, one.images)
     classes = one.labels.argmax(1)
-    best = _similarities(model, one.images, prompts).argmax(1)
+    best = _similarities(model, one_embedded, prompts).argmax(1)
     correct = best == classes
     per_class = {c: round(float(correct[classes == i].float().mean()), 4) for i, c in enumerate(CLASSES)}
 
     truth = captions.describe(objects(n, seed=seed, two_objects=False))
-    colour = _similarities(model, one.images, [f"a {c} shape" for c in captions.COLOURS]).argmax(1)
+    colour = _similarities(model, one_embedded, [f"a {c} shape" for c in captions.COLOURS]).argmax(1)
     colour_acc = float((colour == truth.colour[:, 0]).float().mean())
 
     two = generate(n, seed=seed, two_objects=True)
-    top2 = _similarities(model, two.images, prompts).topk(2, dim=1).indices
+    two_embedded = _embed(model, two.images)
+    top2 = _similarities(model, two_embedded, prompts).topk(2, dim=1).indices
     hit = two.labels.gather(1, top2)  # 1 where a top prompt is present
     pair_truth = captions.describe(objects(n, seed=seed, two_objects=True))
     first = pair_truth.shape[:, 0]
@@ -228,7 +234,7 @@ def zero_shot_report(model, n: int, seed: int) -> dict[str, Any]:
         sel = first == c
         if sel.any():
             where = [f"{captions.prompt(c)} on the {p}" for p in captions.POSITIONS]
-            position[sel] = _similarities(model, two.images[sel], where).argmax(1)
+            position[sel] = _similarities(model, two_embedded[sel], where).argmax(1)
     return {
         "n": n,
         "prompts": prompts,
