@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .faithfulness import Config, Method, ModelResult, _Maps, measure, targets_of
 
-__all__ = ["READOUT", "preamble", "run_clip"]
+__all__ = ["READOUT", "attnlrp_maps", "preamble", "run_clip"]
 
 READOUT = "cosine similarity with the prompt"
 
@@ -77,11 +77,12 @@ def run_clip(name: str, methods: list[Method], config: Config,
              f"{len(rows.target)} (image, prompt) pairs; the two best class prompts hold {found:.0%} of the objects; "
              f"median similarity with the prompt {float(row_sim.median()):.3f}"]
     return measure(name, head, data.images, rows, row_sim, maps, notes, methods, config, progress, examples,
-                   output=_similarity, attnlrp=_attnlrp(model, head), readout=READOUT, start=start)
+                   output=_similarity, attnlrp=attnlrp_maps(model, head), readout=READOUT, start=start)
 
 
-def _attnlrp(model, head) -> Callable:
-    """AttnLRP's maps for the similarity readout (see the module docstring)."""
+def attnlrp_maps(model, head, variant: str = "attnlrp") -> Callable:
+    """AttnLRP's maps for the similarity readout (see the module docstring); ``variant`` as in
+    :class:`libragrad_fx.bench.attnlrp.AttnLRP`."""
 
     def run(name: str, images: Tensor, target: Tensor, sim: Tensor,
             config: Config) -> tuple[tuple[Tensor, Tensor, float] | None, str]:
@@ -96,7 +97,8 @@ def _attnlrp(model, head) -> Callable:
         state["head.bias"] = text @ state["head.bias"]
         kwargs = {**visual["kwargs"], "num_classes": text.shape[0]}
         try:
-            lrp = AttnLRP(visual["timm_class"], kwargs, state, python=config.lxt_python, threads=config.threads)
+            lrp = AttnLRP(visual["timm_class"], kwargs, state, variant=variant, python=config.lxt_python,
+                          threads=config.threads)
             relevance, dot = lrp.attribute(images, target)
         except (LXTUnavailable, RuntimeError) as error:
             return None, f"{name}: AttnLRP skipped: {error}"
