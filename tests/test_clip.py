@@ -245,3 +245,14 @@ def test_bench_clip_scores_prompted_maps(capsys, tmp_path) -> None:
     assert all(0 <= float(r["disc_share"]) <= 1 for r in rows.values())
     text = (tmp_path / "results.md").read_text()
     assert text.startswith("Prompt-conditioned faithfulness on the bundled CLIP") and "sigmoid" not in text
+
+
+def test_inspect_and_check_take_the_class_prompt_readout(capsys) -> None:
+    code, text, err = run_cli(capsys, "inspect", "clip", "--format", "json")
+    assert code == 0, err
+    data = json.loads(text)
+    assert {"op": "F.normalize", "rule": "x / ||x||.detach()"}.items() <= next(
+        r for r in data["rewritten"] if r["op"] == "F.normalize").items()
+    assert data["unclassified"] == []
+    code, text, err = run_cli(capsys, "check", "clip")
+    assert code == 0 and "all checks hold" in text, text + err

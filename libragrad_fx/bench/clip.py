@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PromptedMap", "SimilarityReadout", "draw", "explain", "prompt_maps", "readout", "zero_shot_report"]
+__all__ = ["PromptedMap", "SimilarityReadout", "class_readout", "draw", "explain", "prompt_maps", "readout",
+           "zero_shot_report"]
 
 ALIASES = {"ixg": "input_x_gradient", "ig": "integrated_gradients", "rollout": "attention_rollout"}
 
@@ -49,6 +50,14 @@ def readout(model, prompts: Sequence[str]) -> SimilarityReadout:
     with torch.no_grad():
         text = model.encode_text(list(prompts))
     return SimilarityReadout(model.visual, text).eval()
+
+
+def class_readout(model) -> SimilarityReadout:
+    """The readout over the ten class prompts ("a circle" ... "a crescent"): what ``inspect clip``, ``check clip``
+    and the benchmark explain; output ``k`` is the similarity with class ``k``'s prompt."""
+    from .captions import class_prompts
+
+    return readout(model, class_prompts())
 
 
 def _pairs(images: Tensor, prompts: str | Sequence[str]) -> tuple[list[str], Tensor]:

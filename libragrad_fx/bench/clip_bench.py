@@ -56,15 +56,14 @@ def run_clip(name: str, methods: list[Method], config: Config,
              progress: Callable[[str, int, int], None] | None = None, examples: int = 2) -> ModelResult:
     """Every method's prompted maps and their scores on the bundled CLIP ``name`` (see the module docstring)."""
     from . import models
-    from .captions import class_prompts
-    from .clip import readout
+    from .clip import class_readout
     from .data import HELDOUT_SEED, generate
 
     start = time.perf_counter()
     torch.manual_seed(0)
     seed = HELDOUT_SEED if config.seed is None else config.seed
     model = models.load(name)
-    head = readout(model, class_prompts())
+    head = class_readout(model)
     data = generate(config.n, seed=seed, two_objects=True)
     rows = targets_of(data.labels, data.masks)
     with torch.no_grad():
