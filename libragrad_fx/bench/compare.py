@@ -72,7 +72,7 @@ def run(names: Sequence[str], methods: list[Method], config: Config, out: Path, 
     files = [out / "results.csv", out / "results.md", out / "run.json"]
     figures.write_csv([row for r in results for row in r.rows], files[0])
     notes = [note for r in results for note in r.notes]
-    files[1].write_text(_preamble(config) + figures.markdown(results) + "\nNotes:\n\n"
+    files[1].write_text(_preamble(config, names) + figures.markdown(results) + "\nNotes:\n\n"
                         + "".join(f"- {n}\n" for n in notes))
     for r in results:
         for kind, plot in (("deletion", figures.plot_deletion), ("examples", None)):
@@ -80,7 +80,7 @@ def run(names: Sequence[str], methods: list[Method], config: Config, out: Path, 
             if plot is not None:
                 plot(r, path)
             else:
-                figures.plot_examples(r, path, CLASSES)
+                figures.plot_examples(r, path, _labels(r.model, CLASSES))
             if path.exists():
                 files.append(path)
     run_info = {"config": config_dict(config), "models": list(names), "methods": [m.name for m in methods],
@@ -91,12 +91,29 @@ def run(names: Sequence[str], methods: list[Method], config: Config, out: Path, 
     return Outputs(out, files, results)
 
 
-def _preamble(config: Config) -> str:
+def _labels(model: str, classes: Sequence[str]) -> Sequence[str]:
+    """How the example grid names a target: the class, or for a CLIP its prompt."""
+    from . import models
+
+    if model in models.names("clip"):
+        from .captions import class_prompts
+
+        return [f"'{p}'" for p in class_prompts()]
+    return classes
+
+
+def _preamble(config: Config, names: Sequence[str] = ()) -> str:
+    from . import models
     from .data import HELDOUT_SEED
 
     seed = HELDOUT_SEED if config.seed is None else config.seed
     deleted = "zero" if config.baseline == "zero" else "each image's mean colour"
-    return (f"Faithfulness of vanilla and LibraGrad attributions on the bundled models: {config.n} images per model "
+    clips = set(names) & set(models.names("clip"))
+    if clips and clips == set(names):
+        from .clip_bench import preamble
+
+        return preamble(config)
+    text = (f"Faithfulness of vanilla and LibraGrad attributions on the bundled models: {config.n} images per model "
             f"(libragrad_fx.bench.data, seed {seed}); the target is every class present in an image. "
             f"SRG/MIF/LIF: areas under the target's sigmoid probability as 8x8 patches are replaced by {deleted}, 10% "
             "per step (SRG acc: the same with 'still predicted', logit > 0); AP: segmentation average precision "
@@ -106,6 +123,11 @@ def _preamble(config: Config) -> str:
             "median |sum(map) - logit| / |logit| for maps meant to add up to the logit. "
             f"IG: {config.ig_steps} Gauss-Legendre steps from a zero baseline; SmoothGrad: {config.sg_samples} "
             f"samples, noise {config.sg_stdev} of the image range; Gradient and SmoothGrad maps are magnitudes.\n\n")
+    if clips:
+        from .clip_bench import preamble
+
+        text += preamble(config)
+    return text
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -137,7 +159,7 @@ def merge(into: Path, source: Path) -> list[Path]:
     notes = [n for n in info["notes"] if n.split(":")[0] not in redone] + extra["notes"]
     results = [ModelResult(m, [r for r in rows if r["model"] == m], {}, notes=[]) for m in models]
     config = Config(**{k: v for k, v in info["config"].items() if k in Config.__dataclass_fields__})
-    text = _preamble(config) + figures.markdown(results) + "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
+    text = _preamble(config, models) + figures.markdown(results) + "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
     figures.write_csv(rows, into / "results.csv")
     (into / "results.md").write_text(text)
     info["notes"] = notes

@@ -29,7 +29,9 @@ __all__ = [
     "CLASSES",
     "NUM_CLASSES",
     "Batch",
+    "Objects",
     "generate",
+    "objects",
     "TRAIN_SEED_BASE",
     "HELDOUT_SEED",
 ]
@@ -108,6 +110,24 @@ class Batch:
 
     def __getitem__(self, idx) -> "Batch":
         return Batch(self.images[idx], self.labels[idx], self.masks[idx])
+
+
+@dataclass
+class Objects:
+    """What :func:`generate` drew for each image's objects (the same draws, not estimates).
+
+    classes: (n, 2) int64 class of the first and second object.
+    present: (n, 2) bool; the second object exists only on two-object images.
+    colours: (n, 2, 3) float32 RGB in [0, 1] (light: channel sum >= 1.8).
+    centres: (n, 2, 2) float32 (x, y) in pixels, origin at the top left corner.
+    radii:   (n, 2) float32 in pixels.
+    """
+
+    classes: torch.Tensor
+    present: torch.Tensor
+    colours: torch.Tensor
+    centres: torch.Tensor
+    radii: torch.Tensor
 
 
 def _segment_dist2(px: torch.Tensor, py: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -338,3 +358,21 @@ def generate(
             torch.zeros(0, NUM_CLASSES, size, size, dtype=torch.bool),
         )
     return Batch(torch.cat(out_i), torch.cat(out_l), torch.cat(out_m))
+
+
+def objects(
+    n: int,
+    seed: int = 0,
+    *,
+    two_objects: bool | None = None,
+    size: int = 64,
+    clutter: float = 1.0,
+) -> Objects:
+    """The objects of ``generate(n, seed, two_objects=..., size=..., clutter=...)``: class, colour,
+    centre and radius of each, from the same random draws (no rendering)."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    p = _draw_params(n, np.random.default_rng(seed), two_objects, size, float(clutter))
+    present = np.stack([np.ones(n, dtype=bool), p["two"]], 1)
+    return Objects(torch.as_tensor(p["cls"], dtype=torch.int64), torch.as_tensor(present), _t(p["obj_c"]),
+                   _t(p["centre"]), _t(p["radius"]))

@@ -33,7 +33,7 @@ from libragrad_fx import metrics
 
 from .methods import Method, names, resolve, table
 
-__all__ = ["METHODS", "Config", "Method", "ModelResult", "method_names", "resolve_methods", "run_model", "targets_of"]
+__all__ = ["METHODS", "Config", "Method", "ModelResult", "measure", "method_names", "resolve_methods", "run_model", "targets_of"]
 
 PATCH = 8
 STEP = 0.1
@@ -116,6 +116,8 @@ class ModelResult:
     seconds: float = 0.0
     baseline: str = "zero"
     """What the deletion curves replaced patches by (:attr:`Config.baseline`)."""
+    readout: str = "target probability (sigmoid)"
+    """What the deletion curves follow."""
 
 
 # --------------------------------------------------------------------------- the maps
@@ -221,10 +223,10 @@ class _Scores:
 
 
 def _score_batch(scores: _Scores, model, x: Tensor, maps_: Tensor, total: Tensor | None, logit: Tensor,
-                 rows: Targets, sl: slice, baseline: str) -> None:
+                 rows: Targets, sl: slice, baseline: str, output: metrics.Output = "sigmoid") -> None:
     t = rows.target[sl]
     result = metrics.deletion_curves(model, x, maps_, t, patch_size=PATCH, step_fraction=STEP, baseline=baseline,
-                                     output="sigmoid")
+                                     output=output)
     for kind, parts in result.auc.items():
         for name, v in parts.items():
             scores.add(f"{kind}_{name}", v)
@@ -279,6 +281,10 @@ def run_model(name: str, methods: list[Method], config: Config,
     from . import models
     from .data import HELDOUT_SEED, generate
 
+    if name in models.names("clip"):
+        from .clip_bench import run_clip
+
+        return run_clip(name, methods, config, progress, examples)
     start = time.perf_counter()
     torch.manual_seed(0)
     seed = HELDOUT_SEED if config.seed is None else config.seed
@@ -292,7 +298,26 @@ def run_model(name: str, methods: list[Method], config: Config,
     notes = [f"{name}: {config.n} images (seed {seed}), {len(rows.target)} targets (every present class), "
              f"{int(rows.pair.sum())} of them on two-object images; the model predicts "
              f"{float((row_logit > 0).float().mean()):.0%} of the targets (logit > 0)"]
-    attention = has_attention(maps, data.images)
+    return measure(name, model, data.images, rows, row_logit, maps, notes, methods, config, progress, examples,
+                   start=start)
+
+
+def measure(name: str, model, images: Tensor, rows: Targets, row_logit: Tensor, maps: _Maps, notes: list[str],
+            methods: list[Method], config: Config, progress: Callable[[str, int, int], None] | None = None,
+            examples: int = 2, *, output: metrics.Output = "sigmoid", attnlrp: Callable | None = None,
+            readout: str = "target probability (sigmoid)", start: float | None = None) -> ModelResult:
+    """Every method's maps on ``rows`` of ``images`` and their scores (:func:`run_model`'s loop).
+
+    ``model`` is what deletion runs (its output scored by ``output``, see
+    :func:`libragrad_fx.metrics.deletion_curves`), ``row_logit`` what the complete maps add up to,
+    ``attnlrp(name, images, target, logit, config)`` the AttnLRP maps (default: lxt on the bundled
+    classifier ``name``), ``readout`` what the deletion curves' axis shows.
+    """
+    from .data import HELDOUT_SEED
+
+    start = time.perf_counter() if start is None else start
+    seed = HELDOUT_SEED if config.seed is None else config.seed  # SmoothGrad's noise: seed + batch
+    attention = has_attention(maps, images)
     wanted = [m for m in methods if m.key not in ("attention_rollout", "gae") or attention]
     skipped = [m for m in methods if m not in wanted]
     if skipped:
@@ -300,7 +325,7 @@ def run_model(name: str, methods: list[Method], config: Config,
 
     lrp_maps = None
     if any(m.key == "attnlrp" for m in wanted):
-        lrp_maps, note = _attnlrp(name, data.images[rows.image], rows.target, row_logit, config)
+        lrp_maps, note = (attnlrp or _attnlrp)(name, images[rows.image], rows.target, row_logit, config)
         notes.append(note)
         if lrp_maps is None:
             wanted = [m for m in wanted if m.key != "attnlrp"]
@@ -312,7 +337,7 @@ def run_model(name: str, methods: list[Method], config: Config,
     total, done = len(batches) * len(wanted), 0
     for b, lo in enumerate(batches):
         sl = slice(lo, min(lo + config.batch, len(rows.target)))
-        x = data.images[rows.image[sl]]
+        x = images[rows.image[sl]]
         t = rows.target[sl]
         for m in wanted:
             t0 = time.perf_counter()
@@ -322,7 +347,7 @@ def run_model(name: str, methods: list[Method], config: Config,
                 map_, total_ = maps(m, x, t, seed=seed + b)
             map_ = map_.detach().float()
             scores[m.name].seconds += time.perf_counter() - t0
-            _score_batch(scores[m.name], model, x, map_, total_, row_logit[sl], rows, sl, config.baseline)
+            _score_batch(scores[m.name], model, x, map_, total_, row_logit[sl], rows, sl, config.baseline, output)
             sel = ex_rows[(ex_rows >= sl.start) & (ex_rows < sl.stop)] - sl.start
             if len(sel):
                 kept[m.name].append(map_[sel])
@@ -337,10 +362,10 @@ def run_model(name: str, methods: list[Method], config: Config,
                        "mif": torch.cat(scores[m.name].curves["mif"]).mean(0).tolist(),
                        "lif": torch.cat(scores[m.name].curves["lif"]).mean(0).tolist()}
               for m in wanted if scores[m.name].curves}
-    example = {"images": data.images[rows.image[ex_rows]], "targets": rows.target[ex_rows],
+    example = {"images": images[rows.image[ex_rows]], "targets": rows.target[ex_rows],
                "masks": rows.mask[ex_rows], "others": rows.other[ex_rows],
                "maps": {k: torch.cat(v) for k, v in kept.items() if v}}
-    return ModelResult(name, table, curves, example, notes, time.perf_counter() - start, config.baseline)
+    return ModelResult(name, table, curves, example, notes, time.perf_counter() - start, config.baseline, readout)
 
 
 def _attnlrp(name: str, images: Tensor, target: Tensor, logit: Tensor,

@@ -86,7 +86,7 @@ def plot_deletion(result: ModelResult, path: Path, dpi: int = 80) -> None:
         ax.set_title(f"{result.model}: {title}", fontsize=9)
         ax.set_xlabel(f"fraction of patches removed ({result.baseline} baseline)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("target probability (sigmoid)")
+    axes[0].set_ylabel(result.readout)
     axes[1].legend(fontsize=6, ncol=2, loc="lower left")
     figure.savefig(path, format="png", dpi=dpi)
 

@@ -6,6 +6,9 @@ Each bundled model is a stock timm class with random init, trained by
 recipe and the measured held-out accuracy. The models take the generator's images as they
 come ((n, 3, 64, 64) floats in [0, 1], no normalisation) and return multi-label *logits*
 (n, NUM_CLASSES); apply a sigmoid for probabilities.
+
+A card with ``"kind": "clip"`` holds an image-text model instead (:mod:`libragrad_fx.bench.clip_model`,
+trained by ``tools/train_clip.py``): :func:`load` returns it, :func:`names` lists it under ``kind="clip"``.
 """
 
 from __future__ import annotations
@@ -66,18 +69,19 @@ def build(timm_class: str, kwargs: dict[str, Any]) -> nn.Module:
     return _resolve(timm_class)(**kw)
 
 
-def names() -> list[str]:
-    """Names of the bundled models (those with both a weight file and a card)."""
+def names(kind: str = "classifier") -> list[str]:
+    """Names of the bundled models of a kind (``classifier`` or ``clip``) that have a weight file and a card."""
     if not WEIGHTS_DIR.is_dir():
         return []
     return sorted(
         p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if p.with_suffix(".json").is_file()
+        and json.loads(p.with_suffix(".json").read_text()).get("kind", "classifier") == kind
     )
 
 
 def card(name: str) -> dict[str, Any]:
     """The JSON model card of a bundled model."""
-    valid = names()
+    valid = names() + names("clip")
     if name not in valid:
         raise ValueError(f"unknown bench model {name!r}; valid names: {valid}")
     return json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
@@ -91,7 +95,12 @@ def load(name: str) -> nn.Module:
     from safetensors.torch import load_file
 
     meta = card(name)
-    model = build(meta["timm_class"], meta["kwargs"])
+    if meta.get("kind") == "clip":
+        from .clip_model import build as build_clip
+
+        model = build_clip(meta)
+    else:
+        model = build(meta["timm_class"], meta["kwargs"])
     state = {k: v.float() for k, v in load_file(str(WEIGHTS_DIR / f"{name}.safetensors")).items()}
     model.load_state_dict(state, strict=True)
     return model.float().eval()

@@ -230,7 +230,7 @@ def _bundled_models():
 
 def _load_bundled(spec: str, kwargs: dict) -> LoadedModel:
     models = _bundled_models()
-    available = list(models.names()) if models is not None else []
+    available = list(models.names()) + list(models.names("clip")) if models is not None else []
     if spec not in available:
         import timm
 
@@ -242,6 +242,10 @@ def _load_bundled(spec: str, kwargs: dict) -> LoadedModel:
         raise UsageError(f"bundled model {spec!r} is fixed: --model-kwargs does not apply to it")
     model = models.load(spec)
     card = models.card(spec) if hasattr(models, "card") else {}
+    if card.get("kind") == "clip":  # the image tower and its cosine similarity with each class prompt
+        from ..bench.clip import class_readout
+
+        model, card = class_readout(model), card["visual"]
     shape = _timm_input_shape({}, dict(card.get("kwargs", {})))
     # bundled models take images in [0, 1] as they come (their card says so): no normalisation
     from ..bench.data import CLASSES

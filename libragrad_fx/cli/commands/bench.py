@@ -19,7 +19,8 @@ def register(commands, parents) -> None:
                      "bundled text classifier against known evidence tokens (libragrad_fx.text.bench)")
     sub.add_argument("--n", type=positive_int, default=500, help="images per model (--text: sentences; default 500)")
     sub.add_argument("--models", type=comma_list, metavar="M,..",
-                     help="bundled models, comma-separated (default: all)")
+                     help="bundled models, comma-separated (default: every classifier; 'clip' runs the "
+                     "prompt-conditioned benchmark)")
     sub.add_argument("--methods", type=comma_list, metavar="M,..", help="methods, comma-separated (default: all; a "
                      "gradient method runs vanilla and libragrad)")
     sub.add_argument("--seed", type=seed, default=None, help="image seed (default: the held-out seed)")
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         from ...text.bench_cli import run as run_text
 
         return run_text(args, prepare(args.out, DEFAULT_ROOT, overwrite=args.overwrite))
-    valid = models.names()
-    chosen = args.models or valid
+    valid = models.names() + models.names("clip")
+    chosen = args.models or models.names()
     unknown = [m for m in chosen if m not in valid]
     if unknown:
         raise UsageError(f"--models: unknown bundled model(s) {', '.join(unknown)}; valid: {', '.join(valid)}")

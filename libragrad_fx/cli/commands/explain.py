@@ -24,20 +24,27 @@ def register(commands, parents) -> None:
     sub.add_argument("--pair", metavar="TEXT", help="--text: the text to compare with (sentence encoders), or a "
                      "classifier's second segment")
     sub.add_argument("--method", default=None, choices=method_names(),
-                     help="attribution method (default ixg for images, fullgrad for text)")
+                     help="attribution method (default ixg for images, fullgrad for text and clip)")
     sub.add_argument("--target", metavar="T", help="class index to explain (default: the predicted class); --text: a label "
                      "name or index, a token or token id, or a causal LM's continuation")
     sub.add_argument("--compare", action="store_true", help="the vanilla map beside the LibraGrad one")
     sub.add_argument("--out", metavar="FILE.png", help="where to write the picture (required for images)")
     sub.add_argument("--html", metavar="FILE.html", help="--text: also write a self-contained HTML page")
     sub.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    sub.add_argument("--prompt", action="append", metavar="TEXT",
+                     help="a CLIP model (clip): the text whose match with the image is explained (repeatable)")
     sub.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ...core.errors import UsageError
+    from .. import clip
     from ..images import load_image
 
+    if clip.is_clip(args.model):
+        return clip.run(args)
+    if args.prompt:
+        raise UsageError(f"--prompt applies to a CLIP model (clip), not to {args.model}")
     if args.text is not None or args.model.startswith("hf:"):
         from .. import text_explain
 
