@@ -14,7 +14,7 @@ import torch
 
 from .faithfulness import PATCH, ModelResult
 
-__all__ = ["COLUMNS", "markdown", "plot_deletion", "plot_examples", "write_csv"]
+__all__ = ["COLUMNS", "markdown", "plot_curves", "plot_deletion", "plot_examples", "write_csv"]
 
 COLUMNS = ("model", "method", "variant", "key", "n_images", "n_targets", "n_pairs", "prob_srg", "prob_mif",
            "prob_lif", "pred_srg", "pred_mif", "pred_lif", "seg_ap", "seg_ap_patch", "pointing", "disc_share",
@@ -74,19 +74,26 @@ def _style(name: str) -> dict[str, Any]:
 
 def plot_deletion(result: ModelResult, path: Path, dpi: int = 80) -> None:
     """Mean target probability as patches are removed, MIF and LIF side by side."""
+    plot_curves(result.curves, path, title=result.model, xlabel=f"fraction of patches removed ({result.baseline} baseline)",
+                ylabel=result.readout, dpi=dpi)
+
+
+def plot_curves(curves: dict[str, dict[str, list[float]]], path: Path, *, title: str, xlabel: str, ylabel: str,
+                dpi: int = 80) -> None:
+    """Deletion curves ``{method: {"fractions", "mif", "lif"}}``, MIF and LIF side by side."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4), dpi=dpi, layout="constrained")
     axes = figure.subplots(1, 2, sharey=True)
-    for name, curve in result.curves.items():
+    for name, curve in curves.items():
         for ax, key in zip(axes, ("mif", "lif")):
             ax.plot(curve["fractions"], curve[key], label=name, **_style(name))
-    for ax, title in zip(axes, ("most influential first (MIF, lower is better)",
+    for ax, order in zip(axes, ("most influential first (MIF, lower is better)",
                                 "least influential first (LIF, higher is better)")):
-        ax.set_title(f"{result.model}: {title}", fontsize=9)
-        ax.set_xlabel(f"fraction of patches removed ({result.baseline} baseline)")
+        ax.set_title(f"{title}: {order}", fontsize=9)
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(result.readout)
+    axes[0].set_ylabel(ylabel)
     axes[1].legend(fontsize=6, ncol=2, loc="lower left")
     figure.savefig(path, format="png", dpi=dpi)
 

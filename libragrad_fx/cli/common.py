@@ -7,7 +7,7 @@ import sys
 import torch
 
 from ..attr import ALIASES as METHOD_ALIASES  # the short names the paper uses
-from ..core.errors import UsageError, first_line
+from ..core.errors import UsageError
 from .progress import step
 
 __all__ = ["METHOD_ALIASES", "method_names", "comma_list", "load", "transform", "needs_original", "same_preset", "emit",
@@ -26,18 +26,13 @@ def comma_list(text: str) -> list[str]:
 
 def load(args: argparse.Namespace):
     """The model and an example input it accepts (a probe forward turns a wrong shape into one line)."""
-    from .specs import example_input, load_model
+    from .specs import example_input, load_model, probe
 
     step(f"loading {args.model}")
     loaded = load_model(args.model, checkpoint=args.checkpoint, model_kwargs=args.model_kwargs,
                         input_shape=args.input_shape, seed=args.seed)
     x = example_input(loaded, seed=args.seed)
-    try:
-        with torch.no_grad():
-            loaded.model(x)
-    except Exception as error:
-        raise UsageError(f"{loaded.label} rejects an input of shape {tuple(x.shape)} ({type(error).__name__}: "
-                         f"{first_line(error)}); pass --input-shape with the shape it expects") from error
+    probe(loaded, x, "pass --input-shape with the shape it expects")
     return loaded, x
 
 

@@ -62,22 +62,14 @@ def add_run_options(sub: argparse.ArgumentParser, *, own: bool = True) -> None:
 
 def load_for_data(spec: str, *, checkpoint: str | None, model_kwargs: dict, input_shape, input_size, seed: int):
     """The model (``input_size`` sets its input's height and width) and a seeded example input it accepts."""
-    import torch
-
-    from ..core.errors import UsageError, first_line
-    from .specs import example_input, load_model
+    from .specs import example_input, load_model, probe
 
     loaded = load_model(spec, checkpoint=checkpoint, model_kwargs=model_kwargs, input_shape=input_shape, seed=seed)
     if input_size is not None:
         channels = loaded.input_shape[1] if loaded.input_shape and len(loaded.input_shape) == 4 else 3
         loaded.input_shape = (1, channels, *input_size)
     x = example_input(loaded, batch=1, seed=seed)
-    try:
-        with torch.no_grad():
-            loaded.model(x)
-    except Exception as error:
-        raise UsageError(f"{loaded.label} rejects an input of shape {tuple(x.shape)} ({type(error).__name__}: "
-                         f"{first_line(error)}); pass --input-size with the image size it expects") from error
+    probe(loaded, x, "pass --input-size with the image size it expects")
     return loaded, x
 
 

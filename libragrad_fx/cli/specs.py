@@ -273,3 +273,16 @@ def _load_pt2(path: str) -> LoadedModel:
     exported = load(path)
     return LoadedModel(exported.module, path, "pt2", exported.input_shape, exported.mean, exported.std,
                        exported=exported)
+
+
+def probe(loaded: LoadedModel, x: torch.Tensor, hint: str) -> None:
+    """One forward on ``x``, so that a wrong input shape is one line naming it (``hint``: the option that
+    sets the shape) rather than a traceback from deep inside the model."""
+    from ..core.errors import UsageError, first_line
+
+    try:
+        with torch.no_grad():
+            loaded.model(x)
+    except Exception as error:
+        raise UsageError(f"{loaded.label} rejects an input of shape {tuple(x.shape)} ({type(error).__name__}: "
+                         f"{first_line(error)}); {hint}") from error

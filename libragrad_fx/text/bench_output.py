@@ -60,23 +60,10 @@ def _preamble(config: Config, seed: int) -> str:
 
 
 def _plot(result: TextResult, path: Path) -> None:
-    from matplotlib.figure import Figure
+    from ..bench.figures import plot_curves
 
-    from ..bench.figures import _style
-
-    figure = Figure(figsize=(10, 4), dpi=80, layout="constrained")
-    axes = figure.subplots(1, 2, sharey=True)
-    for name, curve in result.curves.items():
-        for ax, key in zip(axes, ("mif", "lif")):
-            ax.plot(curve["fractions"], curve[key], label=name, **_style(name))
-    for ax, title in zip(axes, ("most influential first (MIF, lower is better)",
-                                "least influential first (LIF, higher is better)")):
-        ax.set_title(f"text classifier: {title}", fontsize=9)
-        ax.set_xlabel("fraction of words replaced by [MASK]")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("target probability (softmax)")
-    axes[1].legend(fontsize=6, ncol=2, loc="lower left")
-    figure.savefig(path, format="png")
+    plot_curves(result.curves, path, title="text classifier", xlabel="fraction of words replaced by [MASK]",
+                ylabel="target probability (softmax)")
 
 
 def _examples_html(result: TextResult) -> str:
