@@ -130,3 +130,42 @@ def test_rerun_of_one_model_is_deterministic_and_merges(bench_run, tmp_path) -> 
     for a, b in zip(after, rows):
         for key in ("prob_srg", "seg_ap", "pointing", "compl_rel_median"):
             assert a[key] == b[key]  # same images, same seeds: the same numbers
+
+
+def test_the_probability_readout_explains_the_sigmoid_probability(tmp_path) -> None:
+    """``--readout prob`` (the reference implementation's default readout): every map explains sigmoid(logit);
+    the head keeps its ordinary backward, so FullGrad adds up to the probability only up to that head's
+    linearisation error, measured here against the probability, not the logit."""
+    out = tmp_path / "prob"
+    code = main(["bench", "--n", "3", "--models", "vit", "--methods", "ixg,fullgrad,ig", "--ig-steps", "2",
+                 "--batch", "4", "--out", str(out), "--no-progress", "--readout", "prob"])
+    assert code == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["readout"] == "prob"
+    assert "sigmoid probability" in (out / "results.md").read_text()
+    # FullGrad under the prob readout, against the logit's complete decomposition
+    maps = faithfulness._Maps("vit", *_bundled("vit"), faithfulness.Config(readout="prob"))
+    x, t = _bundled("vit")[1], torch.tensor([0, 1])
+    method = next(m for m in faithfulness.METHODS if m.key == "fullgrad" and m.variant == "libragrad")
+    _, total = maps(method, x, t, seed=0)
+    with torch.no_grad():
+        p = torch.sigmoid(maps.model(x).double())[torch.arange(2), t]
+        logit = maps.model(x).double()[torch.arange(2), t]
+    # sigmoid's backward is kept, so the attribution is sigmoid'(z) * (what the logit's FullGrad sums to)
+    torch.testing.assert_close(total, p * (1 - p) * logit, rtol=1e-4, atol=1e-6)
+    assert all(0.0 <= float(r["seg_ap"]) <= 1.0 for r in rows)
+
+
+def _bundled(name: str):
+    from libragrad_fx.bench import models
+
+    return models.load(name), generate(2, seed=7).images
+
+
+def test_the_probability_readout_is_refused_where_it_does_not_apply(tmp_path, capsys) -> None:
+    for extra in (["--models", "clip"], ["--text"], ["--model", "vit", "--data", str(tmp_path), "--out", str(tmp_path / "o")]):
+        assert main(["bench", "--n", "1", "--readout", "prob", *extra]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--readout" in err[0], err

@@ -120,7 +120,11 @@ def _preamble(config: Config, names: Sequence[str] = ()) -> str:
             "of the map against the target object's mask (AP patch: of the map summed per patch); Point: pointing "
             "game; Disc: on two-object images, the "
             "share of the map's positive mass per pixel on the target object vs the other object; Compl. err: "
-            "median |sum(map) - logit| / |logit| for maps meant to add up to the logit. "
+            + ("median |sum(map) - logit| / |logit| for maps meant to add up to the logit. " if config.readout == "logit"
+               else "median |sum(map) - p| / |p| against the target's sigmoid probability p, which the maps explain "
+                    "(readout prob: the head kept with its ordinary backward, as the reference implementation's "
+                    "default readout). ")
+            + 
             f"IG: {config.ig_steps} Gauss-Legendre steps from a zero baseline; SmoothGrad: {config.sg_samples} "
             f"samples, noise {config.sg_stdev} of the image range; Gradient and SmoothGrad maps are magnitudes.\n\n")
     if clips:

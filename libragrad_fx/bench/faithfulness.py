@@ -73,6 +73,9 @@ class Config:
     lxt_python: str | None = None
     threads: int = 1
     baseline: str = "zero"
+    readout: str = "logit"
+    """What the maps explain: the target's ``logit``, or its sigmoid probability ``prob`` (the head kept
+    with its ordinary backward, the reference implementation's "S1")."""
     """What deleted patches become: ``zero`` or ``mean`` (each image's mean colour)."""
 
 
@@ -146,11 +149,17 @@ class _Maps:
         return self._made[key]
 
     def zero_logits(self) -> Tensor:
-        """f(0) per class: Integrated Gradients' baseline value."""
+        """f(0) per class: Integrated Gradients' baseline value (a probability under the ``prob`` readout)."""
         if not hasattr(self, "_zero"):
             with torch.no_grad():
                 self._zero = self.model(self.example.new_zeros(1, *self.example.shape[1:]))[0].double()
+            if self.config.readout == "prob":
+                self._zero = torch.sigmoid(self._zero)
         return self._zero
+
+    def target(self, t: Tensor) -> Any:
+        """The attribution target for class indices ``t`` under the configured readout."""
+        return self.attr.Probability(t, multilabel=True) if self.config.readout == "prob" else t
 
     def __call__(self, method: Method, x: Tensor, t: Tensor, seed: int) -> tuple[Tensor, Tensor | None]:
         """(map [B, h, w], what it attributes in total [B] minus what it should add up to besides the
@@ -158,6 +167,7 @@ class _Maps:
         a, c = self.attr, self.config
         preset = "vanilla" if method.variant == "baseline" else method.variant
         key = method.key
+        index, t = t, self.target(t)
         if key == "gradient":
             return _channels(self._method(a.Gradient, preset).attribute(x, target=t, abs=True)), None
         if key == "input_x_gradient":
@@ -167,7 +177,7 @@ class _Maps:
             m = self._method(a.IntegratedGradients, preset).attribute(x, target=t, n_steps=c.ig_steps,
                                                                       internal_batch_size=x.shape[0] * 8)
             # IG adds up to f(x) - f(0) (zero baseline): compare sum + f(0) with f(x)
-            return _channels(m), m.flatten(1).sum(1, dtype=torch.float64) + self.zero_logits()[t]
+            return _channels(m), m.flatten(1).sum(1, dtype=torch.float64) + self.zero_logits()[index]
         if key == "smoothgrad":
             g = torch.Generator().manual_seed(seed)
             m = self._method(a.SmoothGrad, preset).attribute(x, target=t, nt_samples=c.sg_samples,
@@ -298,7 +308,15 @@ def run_model(name: str, methods: list[Method], config: Config,
     notes = [f"{name}: {config.n} images (seed {seed}), {len(rows.target)} targets (every present class), "
              f"{int(rows.pair.sum())} of them on two-object images; the model predicts "
              f"{float((row_logit > 0).float().mean()):.0%} of the targets (logit > 0)"]
-    return measure(name, model, data.images, rows, row_logit, maps, notes, methods, config, progress, examples,
+    value = row_logit
+    if config.readout == "prob":
+        value = torch.sigmoid(row_logit.double())
+        notes.append(f"{name}: the maps explain the target's sigmoid probability (readout prob, the head's backward "
+                     "kept as it is): the complete maps are compared with it, and no rule makes that head complete")
+        if any(m.key == "attnlrp" for m in methods):
+            methods = [m for m in methods if m.key != "attnlrp"]
+            notes.append(f"{name}: AttnLRP left out under readout prob (lxt explains the logit)")
+    return measure(name, model, data.images, rows, value, maps, notes, methods, config, progress, examples,
                    start=start)
 
 

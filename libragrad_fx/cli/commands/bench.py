@@ -33,6 +33,9 @@ def register(commands, parents) -> None:
     sub.add_argument("--sg-samples", type=positive_int, default=16, help="SmoothGrad samples (default 16)")
     sub.add_argument("--baseline", choices=("zero", "mean"), default="zero",
                      help="what deleted patches become: zero or each image's mean colour (default zero)")
+    sub.add_argument("--readout", choices=("logit", "prob"), default="logit",
+                     help="what the maps explain: the target's logit (default), or its sigmoid probability with the "
+                     "head's backward kept (the reference implementation's default readout)")
     sub.add_argument("--jobs", type=positive_int, default=1, help="models measured in parallel processes (default 1)")
     sub.add_argument("--threads", type=positive_int, default=1, help="torch threads per process (default 1)")
     sub.add_argument("--lxt-python", metavar="PYTHON", help="a Python with lxt for AttnLRP (default "
@@ -45,13 +48,16 @@ def register(commands, parents) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...core.errors import UsageError
+
+    if args.readout != "logit" and (args.data or args.text):
+        raise UsageError("--readout applies to the bundled image classifiers (bench without --data or --text)")
     if args.data:
         return bench_data.run(args)
     from ...bench import models
     from ...bench.compare import run
     from ...bench.faithfulness import Config, resolve_methods
     from ...bench.figures import markdown
-    from ...core.errors import UsageError
     from ..outdir import prepare, remove_if_empty
     from ..progress import per_item, step
 
@@ -64,13 +70,16 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in chosen if m not in valid]
     if unknown:
         raise UsageError(f"--models: unknown bundled model(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    if args.readout != "logit" and set(chosen) & set(models.names("clip")):
+        raise UsageError("--readout applies to the classifiers: a CLIP's maps explain its similarity with a prompt")
     try:
         methods = resolve_methods(args.methods)
     except ValueError as error:
         raise UsageError(f"--methods: {error}") from error
     out = prepare(args.out, DEFAULT_ROOT, overwrite=args.overwrite)
     config = Config(n=args.n, seed=args.seed, batch=args.batch, ig_steps=args.ig_steps, sg_samples=args.sg_samples,
-                    lxt_python=args.lxt_python, threads=args.threads, baseline=args.baseline)
+                    lxt_python=args.lxt_python, threads=args.threads, baseline=args.baseline,
+                    readout=args.readout)
     step(f"measuring {len(methods)} method rows on {', '.join(chosen)} ({args.n} images each)")
     try:
         outputs = run(chosen, methods, config, out, jobs=args.jobs, progress=per_item("  "))
