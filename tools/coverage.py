@@ -133,6 +133,8 @@ def _t(*shape: int, positive: bool = False) -> torch.Tensor:
 SAMPLES: dict[str, Callable[[], tuple]] = {
     # core ATen ops that no registry example reaches: (args, kwargs) of one call
     "aten._cdist_forward.default": lambda: ((_t(3, 4), _t(5, 4), 2.0, None), {}),
+    "aten.resize_.default": lambda: ((_t(3, 4), [3, 4]), {}),
+    "aten.sym_is_contiguous.default": lambda: ((_t(3, 4),), {}),
     "aten._pdist_forward.default": lambda: ((_t(5, 4), 2.0), {}),
     "aten._fft_r2c.default": lambda: ((_t(3, 8), [1], 0, True), {}),
     "aten._embedding_bag.default": lambda: ((_t(10, 4), torch.tensor([1, 2, 4, 5]), torch.tensor([0, 2])), {}),
