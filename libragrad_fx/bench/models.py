@@ -112,7 +112,7 @@ def summary(n: int | None = None, n_two: int | None = None) -> str:
     from .data import generate
     from .evaluate import detection, evaluate, two_object_heldout
 
-    rows = ["| model | timm class | params | steps | train wall (2 cores) | mean per-class acc | balanced acc "
+    rows = ["| model | timm class | params | steps | training wall (CPU) | mean per-class acc | balanced acc "
             "| exact match | 2-object recall | 2-object exact |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     images: dict[tuple, Any] = {}  # the cards share their held-out sets: render each once
 
@@ -128,9 +128,12 @@ def summary(n: int | None = None, n_two: int | None = None) -> str:
         model = load(name)
         rep = evaluate(model, heldout("mixed", n or held["n"], held["seed"]))
         det = detection(model, heldout("two", n_two or (two or {}).get("n", 500), held["seed"]))
+        # A continuation's card counts its whole chain of runs (steps, wall and CPU time).
+        steps = int(meta.get("steps_run", meta["steps"]) + _ancestors(meta, "steps_run"))
         wall = meta["train_seconds"] + _ancestors(meta, "train_seconds")
+        cpu = meta["train_cpu_seconds"] + _ancestors(meta, "train_cpu_seconds")
         rows.append(f"| {name} | `{meta['timm_class'].rsplit('.', 1)[1]}` | {meta['params'] / 1e6:.2f}M "
-                    f"| {meta.get('steps_run', meta['steps'])} | {wall / 60:.0f} min "
+                    f"| {steps} | {wall / 60:.0f} min ({cpu / 60:.0f} min) "
                     f"| {rep['mean_per_class_accuracy']:.3f} | {rep['mean_balanced_accuracy']:.3f} "
                     f"| {rep['exact_match']:.3f} | {det['object_recall']:.3f} | {det['exact_match']:.3f} |")
     return "\n".join(rows)
