@@ -22,7 +22,7 @@ from torch import nn
 
 from .data import NUM_CLASSES
 
-__all__ = ["ARCHITECTURES", "WEIGHTS_DIR", "build", "card", "load", "names", "summary"]
+__all__ = ["ARCHITECTURES", "WEIGHTS_DIR", "build", "card", "classifiers", "load", "names", "summary"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -106,26 +106,52 @@ def load(name: str) -> nn.Module:
     return model.float().eval()
 
 
-def summary(n: int | None = None) -> str:
-    """A markdown table of the bundled models: architecture, training run, held-out accuracy.
+def classifiers() -> list[str]:
+    """The bundled shape classifiers: names whose card reports held-out detection numbers."""
+    return [name for name in names() if "heldout" in card(name)]
 
-    The accuracy is measured again here on the card's held-out set (``n`` images of its seed; None:
-    as many as the card used), so the table reproduces the cards rather than copying them.
+
+def summary(n: int | None = None, n_two: int | None = None) -> str:
+    """A markdown table of the bundled classifiers: architecture, training run, held-out accuracy.
+
+    Everything is measured again here on the cards' held-out sets (``n`` mixed images and ``n_two``
+    two-object images of the card's seed; None: as many as the card used), so the table reproduces
+    the cards rather than copying them.
     """
     from .data import generate
-    from .evaluate import evaluate
+    from .evaluate import detection, evaluate, two_object_heldout
 
-    rows = ["| model | timm class | params | steps | train wall (2 cores) | mean per-class acc | balanced acc "
-            "| exact match |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for name in names():
+    rows = ["| model | timm class | params | steps | training wall (CPU) | mean per-class acc | balanced acc "
+            "| exact match | 2-object recall | 2-object exact |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    images: dict[tuple, Any] = {}  # the cards share their held-out sets: render each once
+
+    def heldout(kind: str, count: int, seed: int):
+        if (kind, count, seed) not in images:
+            images[kind, count, seed] = (generate(count, seed=seed) if kind == "mixed"
+                                         else two_object_heldout(count, seed=seed))
+        return images[kind, count, seed]
+
+    for name in classifiers():
         meta = card(name)
-        held = meta["heldout"]
-        rep = evaluate(load(name), generate(n or held["n"], seed=held["seed"]))
+        held, two = meta["heldout"], meta.get("heldout_two_objects")
+        model = load(name)
+        rep = evaluate(model, heldout("mixed", n or held["n"], held["seed"]))
+        det = detection(model, heldout("two", n_two or (two or {}).get("n", 500), held["seed"]))
+        # A continuation's card counts its whole chain of runs (steps, wall and CPU time).
+        steps = int(meta.get("steps_run", meta["steps"]) + _ancestors(meta, "steps_run"))
+        wall = meta["train_seconds"] + _ancestors(meta, "train_seconds")
+        cpu = meta["train_cpu_seconds"] + _ancestors(meta, "train_cpu_seconds")
         rows.append(f"| {name} | `{meta['timm_class'].rsplit('.', 1)[1]}` | {meta['params'] / 1e6:.2f}M "
-                    f"| {meta.get('steps_run', meta['steps'])} | {meta['train_seconds'] / 60:.1f} min "
+                    f"| {steps} | {wall / 60:.0f} min ({cpu / 60:.0f} min) "
                     f"| {rep['mean_per_class_accuracy']:.3f} | {rep['mean_balanced_accuracy']:.3f} "
-                    f"| {rep['exact_match']:.3f} |")
+                    f"| {rep['exact_match']:.3f} | {det['object_recall']:.3f} | {det['exact_match']:.3f} |")
     return "\n".join(rows)
+
+
+def _ancestors(meta: dict[str, Any], key: str) -> float:
+    """``key`` summed over the warm-start chain of a card (``init_from``), excluding the card itself."""
+    parent = meta.get("init_from")
+    return 0.0 if not parent else parent.get(key, 0.0) + _ancestors(parent, key)
 
 
 if __name__ == "__main__":
