@@ -9,7 +9,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -156,13 +156,18 @@ def merge(into: Path, source: Path) -> list[Path]:
     redone = list(dict.fromkeys(r["model"] for r in new))
     old = [r for r in _read_rows(into / "results.csv") if r["model"] not in redone]
     info, extra = json.loads((into / "run.json").read_text()), json.loads((source / "run.json").read_text())
-    if info["config"] != extra["config"]:
+    defaults = asdict(Config())  # a setting added since a run was made has its default there
+
+    def settings(config: dict) -> dict:
+        return {**defaults, **{k: v for k, v in config.items() if k in defaults}}
+
+    if settings(info["config"]) != settings(extra["config"]):
         raise ValueError(f"{source} and {into} were measured with different settings; rerun instead")
     models = list(dict.fromkeys([*info["models"], *redone]))
     rows = sorted(old + new, key=lambda r: models.index(r["model"]))
     notes = [n for n in info["notes"] if n.split(":")[0] not in redone] + extra["notes"]
     results = [ModelResult(m, [r for r in rows if r["model"] == m], {}, notes=[]) for m in models]
-    config = Config(**{k: v for k, v in info["config"].items() if k in Config.__dataclass_fields__})
+    config = Config(**settings(info["config"]))
     text = _preamble(config, models) + figures.markdown(results) + "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
     figures.write_csv(rows, into / "results.csv")
     (into / "results.md").write_text(text)
