@@ -98,14 +98,18 @@ def _preamble(config: Config) -> str:
     deleted = "zero" if config.baseline == "zero" else "each image's mean colour"
     return (f"Faithfulness of vanilla and LibraGrad attributions on the bundled models: {config.n} images per model "
             f"(libragrad_fx.bench.data, seed {seed}); the target is every class present in an image. "
-            f"SRG/MIF/LIF: areas under the target's sigmoid probability as 8x8 patches are replaced by {deleted}, 10% "
+            f"SRG/MIF/LIF: areas under the target's sigmoid probability as {config.patch}x{config.patch} patches are "
+            f"replaced by {deleted}, 10% "
             "per step (SRG acc: the same with 'still predicted', logit > 0); AP: segmentation average precision "
             "of the map against the target object's mask (AP patch: of the map summed per patch); Point: pointing "
             "game; Disc: on two-object images, the "
             "share of the map's positive mass per pixel on the target object vs the other object; Compl. err: "
             "median |sum(map) - logit| / |logit| for maps meant to add up to the logit. "
             f"IG: {config.ig_steps} Gauss-Legendre steps from a zero baseline; SmoothGrad: {config.sg_samples} "
-            f"samples, noise {config.sg_stdev} of the image range; Gradient and SmoothGrad maps are magnitudes.\n\n")
+            f"samples, noise {config.sg_stdev} of the image range; Gradient and SmoothGrad maps are magnitudes."
+            + (f" Rows `<backward>+{config.pixel_rule}`: the same method with the pixel readout `{config.pixel_rule}` "
+               "on the layer that reads the image (transform(pixel_rule=...)); token-level maps (CAMs) are the "
+               "same with or without it." if config.pixel_rule else "") + "\n\n")
 
 
 def _read_rows(path: Path) -> list[dict]:
