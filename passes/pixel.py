@@ -96,6 +96,9 @@ class PixelPass(LibraGradPass):
             head = ("no linear map or convolution reads the input directly" if not found else
                     f"{len(blocked)} path(s) from the input meet another op before a linear map or convolution")
             self.notes.append(f"pixel rule {self.rule}: {head} ({shown}{more}); nothing rewritten there")
+        elif not found and not analysis.inputs:
+            self.notes.append(f"pixel rule {self.rule}: no input carries a gradient (token ids, masks), so no "
+                              "linear map or convolution reads one; nothing rewritten")
         elif not found:
             self.notes.append(f"pixel rule {self.rule}: no input reaches a linear map or convolution; nothing "
                               "rewritten")

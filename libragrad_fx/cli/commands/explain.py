@@ -97,7 +97,8 @@ def _explain_one(model, x: torch.Tensor, args: argparse.Namespace, preset: str, 
     method = METHOD_ALIASES.get(args.method, args.method)
     step(f"explaining with {method} ({'vanilla' if preset == 'vanilla' else 'LibraGrad'} backward)")
     method_cls = attr.METHODS[method]
-    explainer = method_cls(model) if transformed else method_cls(model, preset=preset, capture=args.capture)
+    explainer = method_cls(model) if transformed else method_cls(model, preset=preset, capture=args.capture,
+                                                                 pixel_rule=args.pixel_rule)
     with torch.no_grad():
         output = explainer.forward((x,))
     classes = output.shape[-1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
