@@ -255,3 +255,12 @@ def test_input_layers_of_the_bundled_shapes():
         gm = capture(model, x).gm
         found, blocked = input_layers(Analysis(gm))
         assert len(found) == 1 and not blocked, (arch, found, blocked)
+
+
+def test_no_graph_break_under_torch_compile():
+    model, x = build("vit")
+    gm = lf.transform(model, x, pixel_rule="dissent")
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(gm)(x)
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0, explained.break_reasons
