@@ -264,3 +264,27 @@ def test_no_graph_break_under_torch_compile():
     explained = torch._dynamo.explain(gm)(x)
     torch._dynamo.reset()
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_functional_and_aten_spellings(capture):
+    """F.conv2d with its settings as arguments (fx), aten.conv2d (export): the same rule, same settings."""
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 3, 3, 3, dtype=D))
+            self.b = nn.Parameter(torch.randn(4, dtype=D))
+
+        def forward(self, x):
+            return F.conv2d(x, self.w, self.b, stride=2, padding=1).mean((2, 3))
+
+    torch.manual_seed(0)
+    model, x = Functional().eval(), torch.randn(2, 3, 9, 9, dtype=D)
+    gm = lf.transform(model, x, pixel_rule="dissent", capture=capture)
+    assert [r.family for r in gm.libragrad_report.rewritten] == ["pixel"]
+    assert torch.equal(gm(x), model(x))
+    xs = x.clone().requires_grad_(True)
+    (got,) = torch.autograd.grad(gm(xs)[:, 1].sum(), xs)
+    surrogate = reference(xs, model.w, model.b.view(-1, 1, 1), lambda a, k: F.conv2d(a, k, None, 2, 1))
+    (want,) = torch.autograd.grad(surrogate.mean((2, 3))[:, 1].sum(), xs)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

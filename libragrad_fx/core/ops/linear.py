@@ -67,8 +67,10 @@ def _conv_dissent(node, call):
     if call.spelling.startswith("libragrad.") or dims is None or args.get("transposed") is True \
             or args.get("padding_mode", "zeros") != "zeros":
         return None
-    source = call.module if call.module is not None else None
-    setting = (lambda name, default: getattr(source, name)) if source is not None else args.get
+    def setting(name: str, default):
+        """A module's own setting, or a call's argument."""
+        return getattr(call.module, name) if call.module is not None else args.get(name, default)
+
     padding = setting("padding", 0)
     if isinstance(padding, str):
         if padding != "valid":
