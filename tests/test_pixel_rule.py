@@ -2,6 +2,8 @@
 FullGrad still complete, token-level gradients untouched, finite at the edges, kept by torch.export."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.fx as fx
@@ -288,3 +290,14 @@ def test_functional_and_aten_spellings(capture):
     surrogate = reference(xs, model.w, model.b.view(-1, 1, 1), lambda a, k: F.conv2d(a, k, None, 2, 1))
     (want,) = torch.autograd.grad(surrogate.mean((2, 3))[:, 1].sum(), xs)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_command_line(capsys, tmp_path):
+    from libragrad_fx.cli import main
+
+    assert main(["inspect", "vit", "--pixel-rule", "dissent", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pixel_rule"] == "dissent" and data["rewrites"]["pixel"] == 1
+    assert main(["bench", "--text", "--pixel-rule", "dissent", "--out", str(tmp_path / "b")]) == 2
+    assert "token ids" in capsys.readouterr().err
+    assert main(["inspect", "vit", "--pixel-rule", "sharpen"]) == 2
