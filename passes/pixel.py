@@ -39,17 +39,18 @@ def input_layers(analysis: Analysis) -> tuple[dict[fx.Node, fx.Node], dict[fx.No
     while stack:
         node = stack.pop()
         for user, arg in analysis.uses(node):
-            if user in origin or user in found or user in blocked or user.op == "output":
+            if user in origin or user in blocked or user.op == "output":
                 continue
             facts = analysis[user]
             if facts.kind is not Kind.STREAM:
                 continue
             name = facts.op.name if facts.op is not None else user.op
             if name in _MAPS:
-                if arg == "input":
+                if arg == "input" and not any(analysis.dep(facts.op.args.get(k)) for k in ("weight", "bias")):
                     found[user] = origin[node]
-                else:
-                    blocked[user] = f"the input reaches {name}'s {arg}"
+                else:  # a weight computed from the input: a product, the gating family's
+                    blocked[user] = f"the input reaches {name}'s weight"
+                    found.pop(user, None)
                 continue
             affine = not facts.issue and name != "conv_transpose" and (
                 facts.category in _THROUGH or (facts.category is Category.PRODUCT and facts.degree == 1.0))

@@ -215,6 +215,20 @@ def test_input_facing_maps_are_found_on_the_graph():
                for n in gm.libragrad_report.notes)
 
 
+def test_a_map_whose_weight_reads_the_input_is_left_to_the_rules():
+    class Dynamic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(2, 6))
+
+        def forward(self, x):
+            return F.linear(x, self.w * x.mean())  # a product of two input-dependent factors
+
+    gm = lf.transform(Dynamic().eval(), torch.randn(3, 6), pixel_rule="dissent")
+    assert "pixel" not in gm.libragrad_report.rewrites
+    assert any("the input reaches linear's weight" in n for n in gm.libragrad_report.notes)
+
+
 def test_a_text_model_has_no_such_layer():
     """Token ids select embeddings: nothing reads them linearly, and the transform says so."""
     class Text(nn.Module):

@@ -90,20 +90,22 @@ def _linear_dissent_fake(input, weight, bias):
 def _linear_setup(ctx, inputs, output):
     input, weight, bias = inputs
     record_inputs(ctx, inputs)
-    ctx.save_for_backward(input, weight)
+    ctx.save_for_backward(*((input, weight) if any(ctx.needs_input_grad[:2]) else (None, None)))
     ctx.has_bias = bias is not None
 
 
 def _linear_backward(ctx, grad):
     x, w = ctx.saved_tensors
     needs = wanted(ctx)
+    db = grad.reshape(-1, grad.shape[-1]).sum(0) if ctx.has_bias and needs[2] else None
+    if x is None:
+        return None, None, db
     x, w = x.to(grad.dtype), w.to(grad.dtype)
 
     def weight_grad(a: Tensor, g: Tensor) -> Tensor:
         return g.reshape(-1, g.shape[-1]).t() @ a.reshape(-1, a.shape[-1])
 
     dx, dw = _signed_backward(grad, x, w, F.linear, torch.matmul, weight_grad, needs[0], needs[1])
-    db = grad.reshape(-1, grad.shape[-1]).sum(0) if ctx.has_bias and needs[2] else None
     return dx, dw, db
 
 
@@ -128,7 +130,7 @@ def _conv_dissent_fake(input, weight, bias, stride, padding, dilation, groups):
 def _conv_setup(ctx, inputs, output):
     input, weight, bias, stride, padding, dilation, groups = inputs
     record_inputs(ctx, inputs)
-    ctx.save_for_backward(input, weight)
+    ctx.save_for_backward(*((input, weight) if any(ctx.needs_input_grad[:2]) else (None, None)))
     ctx.settings = (list(stride), list(padding), list(dilation), groups)
     ctx.has_bias = bias is not None
 
@@ -137,6 +139,9 @@ def _conv_backward(ctx, grad):
     x, w = ctx.saved_tensors
     stride, padding, dilation, groups = ctx.settings
     needs = wanted(ctx)
+    db = grad.sum([0, *range(2, grad.dim())]) if ctx.has_bias and needs[2] else None
+    if x is None:
+        return None, None, db, None, None, None, None
     x, w = x.to(grad.dtype), w.to(grad.dtype)
     conv = _CONV[w.dim() - 2]
     zeros = [0] * (w.dim() - 2)
@@ -150,7 +155,6 @@ def _conv_backward(ctx, grad):
 
     dx, dw = _signed_backward(grad, x, w, forward, lambda g, k: adjoint(g, x, k, [True, False, False])[0],
                               lambda a, g: adjoint(g, a, w, [False, True, False])[1], needs[0], needs[1])
-    db = grad.sum([0, *range(2, grad.dim())]) if ctx.has_bias and needs[2] else None
     return dx, dw, db, None, None, None, None
 
 
