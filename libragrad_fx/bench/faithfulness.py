@@ -238,9 +238,10 @@ class _Scores:
 def _score_batch(scores: _Scores, model, x: Tensor, maps_: Tensor, total: Tensor | None, logit: Tensor,
                  rows: Targets, sl: slice, baseline: str, patch: int = PATCH) -> None:
     t = rows.target[sl]
-    if maps_.shape[-2:] != x.shape[-2:] and patch != PATCH:  # a token-grid map, finer deletion patches
-        maps_ = maps_.repeat_interleave(PATCH, -2).repeat_interleave(PATCH, -1)  # each token on its own pixels
-    result = metrics.deletion_curves(model, x, maps_, t, patch_size=patch, step_fraction=STEP, baseline=baseline,
+    ranked = maps_  # what deletion ranks (and AP patch sums): a token-grid map under finer patches covers its pixels
+    if maps_.shape[-2:] != x.shape[-2:] and patch != PATCH:
+        ranked = maps_.repeat_interleave(PATCH, -2).repeat_interleave(PATCH, -1)
+    result = metrics.deletion_curves(model, x, ranked, t, patch_size=patch, step_fraction=STEP, baseline=baseline,
                                      output="sigmoid")
     for kind, parts in result.auc.items():
         for name, v in parts.items():
@@ -251,7 +252,7 @@ def _score_batch(scores: _Scores, model, x: Tensor, maps_: Tensor, total: Tensor
     scores.add("seg_ap", metrics.segmentation_ap(maps_, rows.mask[sl]))
     # the same at patch resolution: pixel maps summed per patch (what deletion ranks), upsampled
     h, w = x.shape[-2] // patch, x.shape[-1] // patch
-    patches = metrics.patch_scores(maps_, tuple(x.shape[-2:]), patch).reshape(-1, h, w)
+    patches = metrics.patch_scores(ranked, tuple(x.shape[-2:]), patch).reshape(-1, h, w)
     scores.add("seg_ap_patch", metrics.segmentation_ap(patches, rows.mask[sl]))
     scores.add("pointing", metrics.pointing_game(maps_, rows.mask[sl]))
     pair = rows.pair[sl]
