@@ -9,7 +9,8 @@ Setup (the metrics of docs/METHOD.md section 6), fixed here and written into eve
 * maps: channel sums of the input-resolution methods (Gradient and SmoothGrad as magnitudes |.|,
   the others signed), patch grids for the CAMs and rollouts;
 * deletion: 8x8 patches (the models' patch size; ``Config.patch`` sets another) replaced by zero, 10% of
-  them per step, most or least influential first, scored by the target's sigmoid probability and by "still predicted" (logit > 0);
+  them per step, most or least influential first, scored by the target's sigmoid probability and by "still
+  predicted" (logit > 0);
 * segmentation AP and pointing game of the bilinearly upsampled map against the target object's mask;
   AP also at patch resolution (pixel maps summed per 8x8 patch first, like the patch-grid methods);
 * class discrimination on two-object images: the share of the map's positive mass per pixel of the

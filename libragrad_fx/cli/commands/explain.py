@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         for p in panels:
             n = p["numbers"]
             suffix = f"+{args.pixel_rule}" if getattr(args, "pixel_rule", None) else ""
-            line = f"{n['preset'] + suffix:>{10 + len(suffix)}}  {args.method}: target {loaded.class_name(n['target'])}, f_t(x) {n['logit']:.5g}"
+            line = (f"{n['preset'] + suffix:>{10 + len(suffix)}}  {args.method}: target "
+                    f"{loaded.class_name(n['target'])}, f_t(x) {n['logit']:.5g}")
             if "attributed" in n:
                 line += (f", attribution sum {n['attributed']:.5g} (complete: {n['expected']:.5g}), "
                          f"error {n['abs_error']:.2e} (relative {n['rel_error']:.2e})")
