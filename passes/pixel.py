@@ -49,7 +49,7 @@ def input_layers(analysis: Analysis) -> tuple[dict[fx.Node, fx.Node], dict[fx.No
                 if arg == "input" and not any(analysis.dep(facts.op.args.get(k)) for k in ("weight", "bias")):
                     found[user] = origin[node]
                 else:  # a weight computed from the input: a product, the gating family's
-                    blocked[user] = f"the input reaches {name}'s weight"
+                    blocked[user] = f"the input reaches {name}'s {'weight' if arg == 'input' else arg}"
                     found.pop(user, None)
                 continue
             affine = not facts.issue and name != "conv_transpose" and (
