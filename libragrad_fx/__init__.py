@@ -9,7 +9,7 @@ __version__ = _version(_os.path.dirname(__file__))
 
 # the core registers the torch.ops.libragrad custom ops (rules, pruned ops, autograd Functions) as it is imported
 from . import passes  # noqa: E402
-from .core import functions, pruned_ops, rules  # noqa: E402, F401
+from .core import dissent, functions, pruned_ops, rules  # noqa: E402, F401
 from .core.capture import CaptureError  # noqa: E402
 from .core.frozen import frozen_parameters  # noqa: E402
 from .core.errors import ForwardMismatchError  # noqa: E402

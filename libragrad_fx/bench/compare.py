@@ -115,7 +115,8 @@ def _preamble(config: Config, names: Sequence[str] = ()) -> str:
         return preamble(config)
     text = (f"Faithfulness of vanilla and LibraGrad attributions on the bundled models: {config.n} images per model "
             f"(libragrad_fx.bench.data, seed {seed}); the target is every class present in an image. "
-            f"SRG/MIF/LIF: areas under the target's sigmoid probability as 8x8 patches are replaced by {deleted}, 10% "
+            f"SRG/MIF/LIF: areas under the target's sigmoid probability as {config.patch}x{config.patch} patches are "
+            f"replaced by {deleted}, 10% "
             "per step (SRG acc: the same with 'still predicted', logit > 0); AP: segmentation average precision "
             "of the map against the target object's mask (AP patch: of the map summed per patch); Point: pointing "
             "game; Disc: on two-object images, the "
@@ -126,7 +127,10 @@ def _preamble(config: Config, names: Sequence[str] = ()) -> str:
                     "default readout). ")
             + 
             f"IG: {config.ig_steps} Gauss-Legendre steps from a zero baseline; SmoothGrad: {config.sg_samples} "
-            f"samples, noise {config.sg_stdev} of the image range; Gradient and SmoothGrad maps are magnitudes.\n\n")
+            f"samples, noise {config.sg_stdev} of the image range; Gradient and SmoothGrad maps are magnitudes."
+            + (f" Rows `<backward>+{config.pixel_rule}`: the same method with the pixel readout `{config.pixel_rule}` "
+               "on the layer that reads the image (transform(pixel_rule=...)); token-level maps (CAMs) are the "
+               "same with or without it." if config.pixel_rule else "") + "\n\n")
     if clips:
         from .clip_bench import preamble
 

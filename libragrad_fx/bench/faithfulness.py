@@ -8,8 +8,9 @@ Setup (the metrics of docs/METHOD.md section 6), fixed here and written into eve
   gives two rows (one per object) and the class-discrimination test sees both directions;
 * maps: channel sums of the input-resolution methods (Gradient and SmoothGrad as magnitudes |.|,
   the others signed), patch grids for the CAMs and rollouts;
-* deletion: 8x8 patches (the models' patch size) replaced by zero, 10% of them per step, most or least
-  influential first, scored by the target's sigmoid probability and by "still predicted" (logit > 0);
+* deletion: 8x8 patches (the models' patch size; ``Config.patch`` sets another) replaced by zero, 10% of
+  them per step, most or least influential first, scored by the target's sigmoid probability and by "still
+  predicted" (logit > 0);
 * segmentation AP and pointing game of the bilinearly upsampled map against the target object's mask;
   AP also at patch resolution (pixel maps summed per 8x8 patch first, like the patch-grid methods);
 * class discrimination on two-object images: the share of the map's positive mass per pixel of the
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from libragrad_fx import metrics
 
-from .methods import Method, names, resolve, table
+from .methods import Method, names, resolve, table, with_pixel_rule
 
 __all__ = ["METHODS", "Config", "Method", "ModelResult", "measure", "method_names", "resolve_methods", "run_model", "targets_of"]
 
@@ -52,9 +53,10 @@ def method_names() -> list[str]:
     return names(METHODS)
 
 
-def resolve_methods(keys: list[str] | None) -> list[Method]:
-    """The rows for the given keys (both variants of a gradient method); None: all."""
-    return resolve(METHODS, keys)
+def resolve_methods(keys: list[str] | None, pixel_rule: str | None = None) -> list[Method]:
+    """The rows for the given keys (both variants of a gradient method; with ``pixel_rule`` also each
+    variant with that pixel readout); None: all."""
+    return with_pixel_rule(resolve(METHODS, keys), pixel_rule)
 
 
 @dataclass
@@ -73,10 +75,15 @@ class Config:
     lxt_python: str | None = None
     threads: int = 1
     baseline: str = "zero"
+    """What deleted patches become: ``zero`` or ``mean`` (each image's mean colour)."""
     readout: str = "logit"
     """What the maps explain: the target's ``logit``, or its sigmoid probability ``prob`` (the head kept
     with its ordinary backward, the reference implementation's "S1")."""
-    """What deleted patches become: ``zero`` or ``mean`` (each image's mean colour)."""
+    patch: int = PATCH
+    """Side of the square patches deletion removes (and AP patch sums over); the models' own patch size
+    by default. A smaller one ranks pixels within a token, which a pixel readout changes."""
+    pixel_rule: str | None = None
+    """A pixel readout measured beside each gradient method (``dissent``: rows ``<variant>+dissent``)."""
 
 
 @dataclass
@@ -138,14 +145,23 @@ class _Maps:
         from libragrad_fx import attr, transform
 
         self.name, self.model, self.config, self.example = name, model, config, example
-        self.gm = {p: transform(model, example, preset=p) for p in ("vanilla", "libragrad")}
+        self._transform = transform
+        self.gm: dict[str, Any] = {}
+        """Transformed models by variant (``vanilla``, ``libragrad+dissent``...), made on first use."""
         self.attr = attr
         self._made: dict[str, Any] = {}
 
-    def _method(self, cls: type, preset: str) -> Any:
-        key = f"{cls.__name__}:{preset}"
+    def graph(self, variant: str) -> Any:
+        """The model transformed for ``variant``: its preset, and its pixel rule after a ``+``."""
+        if variant not in self.gm:
+            preset, _, pixel = variant.partition("+")
+            self.gm[variant] = self._transform(self.model, self.example, preset=preset, pixel_rule=pixel or None)
+        return self.gm[variant]
+
+    def _method(self, cls: type, variant: str) -> Any:
+        key = f"{cls.__name__}:{variant}"
         if key not in self._made:
-            self._made[key] = cls(self.gm[preset])
+            self._made[key] = cls(self.graph(variant))
         return self._made[key]
 
     def zero_logits(self) -> Tensor:
@@ -165,7 +181,7 @@ class _Maps:
         """(map [B, h, w], what it attributes in total [B] minus what it should add up to besides the
         logit, or None)."""
         a, c = self.attr, self.config
-        preset = "vanilla" if method.variant == "baseline" else method.variant
+        preset = "vanilla" if method.variant == "baseline" else method.variant  # with its pixel rule, if any
         key = method.key
         index, t = t, self.target(t)
         if key == "gradient":
@@ -210,7 +226,7 @@ def has_attention(maps: _Maps, x: Tensor) -> bool:
     from libragrad_fx.attr.compiled import compiled_of
     from libragrad_fx.attr.rollout import attention_sites
 
-    model = compiled_of(maps.gm["vanilla"], 1)  # the graph facts the methods on this model read too
+    model = compiled_of(maps.graph("vanilla"), 1)  # the graph facts the methods on this model read too
     return bool(attention_sites(model.gm, model.analysis, model.live))
 
 
@@ -233,9 +249,13 @@ class _Scores:
 
 
 def _score_batch(scores: _Scores, model, x: Tensor, maps_: Tensor, total: Tensor | None, logit: Tensor,
-                 rows: Targets, sl: slice, baseline: str, output: metrics.Output = "sigmoid") -> None:
+                 rows: Targets, sl: slice, baseline: str, output: metrics.Output = "sigmoid",
+                 patch: int = PATCH) -> None:
     t = rows.target[sl]
-    result = metrics.deletion_curves(model, x, maps_, t, patch_size=PATCH, step_fraction=STEP, baseline=baseline,
+    ranked = maps_  # what deletion ranks (and AP patch sums): a token-grid map under finer patches covers its pixels
+    if maps_.shape[-2:] != x.shape[-2:] and patch != PATCH:
+        ranked = maps_.repeat_interleave(PATCH, -2).repeat_interleave(PATCH, -1)
+    result = metrics.deletion_curves(model, x, ranked, t, patch_size=patch, step_fraction=STEP, baseline=baseline,
                                      output=output)
     for kind, parts in result.auc.items():
         for name, v in parts.items():
@@ -245,8 +265,8 @@ def _score_batch(scores: _Scores, model, x: Tensor, maps_: Tensor, total: Tensor
     scores.curves["fractions"] = [result.fractions]
     scores.add("seg_ap", metrics.segmentation_ap(maps_, rows.mask[sl]))
     # the same at patch resolution: pixel maps summed per patch (what deletion ranks), upsampled
-    h, w = x.shape[-2] // PATCH, x.shape[-1] // PATCH
-    patches = metrics.patch_scores(maps_, tuple(x.shape[-2:]), PATCH).reshape(-1, h, w)
+    h, w = x.shape[-2] // patch, x.shape[-1] // patch
+    patches = metrics.patch_scores(ranked, tuple(x.shape[-2:]), patch).reshape(-1, h, w)
     scores.add("seg_ap_patch", metrics.segmentation_ap(patches, rows.mask[sl]))
     scores.add("pointing", metrics.pointing_game(maps_, rows.mask[sl]))
     pair = rows.pair[sl]
@@ -365,7 +385,8 @@ def measure(name: str, model, images: Tensor, rows: Targets, row_logit: Tensor, 
                 map_, total_ = maps(m, x, t, seed=seed + b)
             map_ = map_.detach().float()
             scores[m.name].seconds += time.perf_counter() - t0
-            _score_batch(scores[m.name], model, x, map_, total_, row_logit[sl], rows, sl, config.baseline, output)
+            _score_batch(scores[m.name], model, x, map_, total_, row_logit[sl], rows, sl, config.baseline, output,
+                         config.patch)
             sel = ex_rows[(ex_rows >= sl.start) & (ex_rows < sl.stop)] - sl.start
             if len(sel):
                 kept[m.name].append(map_[sel])
@@ -414,5 +435,5 @@ def _example_rows(rows: Targets, images: int) -> Tensor:
 
 def config_dict(config: Config) -> dict[str, Any]:
     d = asdict(config)
-    d.update(patch=PATCH, step_fraction=STEP)
+    d.update(step_fraction=STEP)
     return d

@@ -66,10 +66,21 @@ def markdown(results: Sequence[ModelResult]) -> str:
 
 def _style(name: str) -> dict[str, Any]:
     variant, _, label = name.rpartition(":")
+    preset, _, pixel = variant.partition("+")
     colours = {"Gradient": "C0", "IxG": "C1", "IG": "C2", "SmoothGrad": "C3", "FullGrad": "C4", "GradCAM": "C5",
                "HiResCAM": "C6", "Rollout": "C7", "GAE": "C8", "AttnLRP": "C9"}
-    line = {"libragrad": "-", "vanilla": "--", "": ":"}[variant]
-    return {"color": colours.get(label, "k"), "linestyle": line, "linewidth": 1.6 if variant == "libragrad" else 1.0}
+    # a pixel rule: dash-dot under LibraGrad, dash-dot-dot under vanilla
+    line = {"libragrad": "-.", "vanilla": (0, (4, 1, 1, 1, 1, 1))}[preset] if pixel else \
+        {"libragrad": "-", "vanilla": "--", "": ":"}[preset]
+    return {"color": colours.get(label, "k"), "linestyle": line, "linewidth": 1.6 if preset == "libragrad" else 1.0}
+
+
+def short_name(name: str) -> str:
+    """A row's name in a figure's narrow column: ``LG+DS IxG``, ``van IxG``."""
+    variant, _, label = name.rpartition(":")
+    preset, _, pixel = variant.partition("+")
+    preset = {"libragrad": "LG", "vanilla": "van"}.get(preset, preset)
+    return f"{preset}{'+DS' if pixel == 'dissent' else '+' + pixel if pixel else ''} {label}" if variant else label
 
 
 def plot_deletion(result: ModelResult, path: Path, dpi: int = 80) -> None:
@@ -140,7 +151,7 @@ def plot_examples(result: ModelResult, path: Path, classes: Sequence[str], dpi: 
                       interpolation="nearest")
             ax.contour(ex["masks"][i].numpy().astype(float), levels=[0.5], colors="lime", linewidths=0.5)
             if i == 0:
-                ax.set_title(name.replace("libragrad:", "LG ").replace("vanilla:", "van "), fontsize=6)
+                ax.set_title(short_name(name), fontsize=6)
     for ax in axes.flat:
         ax.set_axis_off()
     legend = (f"{result.model}: target outlined green, other object dashed; signed maps blue = lowers the "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..attr import ALIASES
 
-__all__ = ["Method", "table", "names", "resolve"]
+__all__ = ["Method", "table", "names", "resolve", "with_pixel_rule"]
 
 
 @dataclass(frozen=True)
@@ -19,13 +19,23 @@ class Method:
     label: str
     """Short name in tables and figures."""
     variant: str
-    """``vanilla``, ``libragrad`` or ``baseline``."""
+    """``vanilla``, ``libragrad`` or ``baseline``; ``vanilla+dissent``, ``libragrad+dissent`` with a pixel rule."""
     complete: bool = False
     """The map is meant to add up to what it explains (its completeness error is reported)."""
 
     @property
     def name(self) -> str:
         return self.label if self.variant == "baseline" else f"{self.variant}:{self.label}"
+
+    @property
+    def preset(self) -> str:
+        """The preset the method's backward runs under (``vanilla`` for a baseline)."""
+        return "vanilla" if self.variant == "baseline" else self.variant.partition("+")[0]
+
+    @property
+    def pixel_rule(self) -> str | None:
+        """The pixel readout on the input-facing layer (``transform(pixel_rule=...)``), or None."""
+        return self.variant.partition("+")[2] or None
 
 
 def table(gradient: Iterable[tuple[str, str, bool]], baselines: Iterable[tuple[str, str, bool]]) -> tuple[Method, ...]:
@@ -34,6 +44,17 @@ def table(gradient: Iterable[tuple[str, str, bool]], baselines: Iterable[tuple[s
     return tuple(Method(key, label, variant, complete) for key, label, complete in gradient
                  for variant in ("vanilla", "libragrad")) + tuple(
         Method(key, label, "baseline", complete) for key, label, complete in baselines)
+
+
+def with_pixel_rule(methods: Iterable[Method], rule: str | None) -> list[Method]:
+    """Each gradient method's row followed by the same row with the pixel readout ``rule`` on the layer that
+    reads the input (``libragrad`` -> ``libragrad+dissent``); baselines once. ``None``: the rows as they are."""
+    out: list[Method] = []
+    for m in methods:
+        out.append(m)
+        if rule is not None and m.variant != "baseline":
+            out.append(Method(m.key, m.label, f"{m.variant}+{rule}", m.complete))
+    return out
 
 
 def names(methods: Iterable[Method]) -> list[str]:

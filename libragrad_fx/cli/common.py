@@ -37,10 +37,12 @@ def load(args: argparse.Namespace):
 
 
 def transform(model, x: torch.Tensor, args: argparse.Namespace, preset: str | None = None):
+    """``model`` transformed as the options say (``preset`` overrides ``--preset`` and leaves the pixel rule out)."""
     from ..core.transform import transform as run
 
-    step(f"transforming (preset {preset or args.preset})")
-    return run(model, x, preset=preset or args.preset, capture=args.capture)
+    pixel = None if preset is not None else getattr(args, "pixel_rule", None)
+    step(f"transforming (preset {preset or args.preset}{f', pixel rule {pixel}' if pixel else ''})")
+    return run(model, x, preset=preset or args.preset, capture=args.capture, pixel_rule=pixel)
 
 
 def needs_original(loaded, command: str) -> None:
@@ -54,6 +56,10 @@ def same_preset(loaded, args: argparse.Namespace) -> None:
     if args.preset != made:
         raise UsageError(f"{loaded.label} was exported with preset {made!r}: run on the original model for "
                          f"preset {args.preset!r}")
+    pixel = getattr(loaded.exported.report, "pixel_rule", None)
+    if getattr(args, "pixel_rule", None) != pixel:
+        raise UsageError(f"{loaded.label} was exported with pixel rule {pixel or 'none'}: run on the original model "
+                         f"for pixel rule {args.pixel_rule or 'none'}")
 
 
 def emit(text: str, out: str | None) -> None:

@@ -68,6 +68,12 @@ def _presets() -> list[str]:
     return list(PRESETS)
 
 
+def _pixel_rules() -> tuple[str, ...]:
+    from ..core.transform import PIXEL_RULES
+
+    return PIXEL_RULES
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser: shared options, then one subparser per module in :mod:`libragrad_fx.cli.commands`."""
     from . import validate
@@ -91,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     rewrite = argparse.ArgumentParser(add_help=False)
     rewrite.add_argument("--preset", default="libragrad", choices=_presets(),
                          help="rule families to apply (default libragrad: all four)")
+    rewrite.add_argument("--pixel-rule", choices=_pixel_rules(), default=None,
+                         help="a pixel readout on the layer that reads the input (dissent: dissent suppression on "
+                         "the patch embedding or stem; default none)")
     rewrite.add_argument("--capture", default="auto", choices=("auto", "fx", "export"),
                          help="how to capture the graph (default auto: torch.fx, torch.export where fx fails)")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..core.errors import UsageError
 from .validate import output_file
@@ -34,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
         method = resolve_method(args.method or "fullgrad")
     except ValueError as error:
         raise UsageError(f"--method: {error} (for text)") from error
+    if getattr(args, "pixel_rule", None):
+        print(f"note: --pixel-rule {args.pixel_rule}: a text model reads token ids and no linear map or convolution "
+              "reads them; nothing to rewrite, the explanation is the one without it", file=sys.stderr)
     loaded = load_model(args.model, checkpoint=args.checkpoint, model_kwargs=args.model_kwargs, seed=args.seed)
     prepared = prepare(loaded.text_model, None, args.text, pair=args.pair, target=args.target)
     presets = (["vanilla"] if args.compare and args.preset != "vanilla" else []) + [args.preset]

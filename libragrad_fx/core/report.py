@@ -71,6 +71,8 @@ class Report:
     """How many input-dependent nodes landed in each of :data:`BUCKETS` (every one in exactly one)."""
     gradient: NodeCompleteness | None = None
     """With ``verify="gradient"``: local completeness of every op on a gradient path."""
+    pixel_rule: str | None = None
+    """The pixel readout on the layers that read the input (``dissent``), or None."""
 
     @property
     def rewrites(self) -> dict[str, int]:
@@ -86,7 +88,8 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "preset": self.preset, "capture": self.capture, "nodes": self.nodes,
+            "model": self.model, "preset": self.preset, "pixel_rule": self.pixel_rule, "capture": self.capture,
+            "nodes": self.nodes,
             "rewrites": self.rewrites, "rewritten": [asdict(r) for r in self.rewritten],
             "skipped": [asdict(r) for r in self.skipped], "unclassified": [asdict(u) for u in self.unclassified],
             "head": [asdict(h) for h in self.head], "complete": dict(self.complete), "pruned": self.pruned,
@@ -101,6 +104,7 @@ class Report:
         rows = {key: [Rewritten(**r) for r in data.get(key, [])] for key in ("rewritten", "skipped", "head", "backward")}
         gradient = data.get("gradient")
         return cls(model=data["model"], preset=data["preset"], capture=data["capture"], nodes=data["nodes"],
+                   pixel_rule=data.get("pixel_rule"),
                    unclassified=[Unclassified(**u) for u in data.get("unclassified", [])],
                    complete=dict(data.get("complete", {})), pruned=data.get("pruned", 0),
                    notes=list(data.get("notes", [])), forward_check=data.get("forward_check"),
@@ -131,7 +135,8 @@ class Report:
                           + "; please report this with the model", LibraGradWarning, stacklevel=3)
 
     def __str__(self) -> str:
-        lines = [f"LibraGrad report: {self.model}  (preset {self.preset}, captured with {self.capture}, "
+        pixel = f", pixel rule {self.pixel_rule}" if self.pixel_rule else ""
+        lines = [f"LibraGrad report: {self.model}  (preset {self.preset}{pixel}, captured with {self.capture}, "
                  f"{self.nodes} nodes)"]
         if self.forward_check:
             lines.append(f"forward check: {self.forward_check}")

@@ -10,6 +10,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from libragrad_fx.passes import FAMILIES, PASSES, Detach, Edit, Scale
+from libragrad_fx.passes.pixel import PIXEL_RULES, PixelPass
 
 from .analysis import META, Analysis, Kind, Liveness, live_nodes
 from .capture import capture as capture_graph
@@ -21,7 +22,7 @@ from .report import Report, Rewritten, Unclassified
 from .rewrite import apply_edits
 from .shapes import propagate
 
-__all__ = ["transform", "PRESETS", "VERIFY"]
+__all__ = ["transform", "PRESETS", "PIXEL_RULES", "VERIFY"]
 
 PRESETS: dict[str, frozenset[str]] = {
     "libragrad": frozenset(FAMILIES),
@@ -37,7 +38,8 @@ _NEEDS_RULE = (Category.ACTIVATION, Category.NORM, Category.ATTENTION)
 
 def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "libragrad",
               example_kwargs: dict | None = None, concrete_args: dict | None = None,
-              capture: str = "auto", verify: bool | str = True, prune: bool = True) -> fx.GraphModule:
+              capture: str = "auto", verify: bool | str = True, prune: bool = True,
+              pixel_rule: str | None = None) -> fx.GraphModule:
     """Rewrite ``model`` into its LibraGrad form: same forward, FullGrad-complete backward.
 
     Args:
@@ -56,6 +58,10 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
             ``report.gradient``; ``False`` checks nothing.
         prune: let the backward skip what the rules pruned (column-sparse projections, attention
             with constant weights; :mod:`libragrad_fx.core.prune`). Same gradient, less work.
+        pixel_rule: ``"dissent"``: dissent suppression on the linear maps and convolutions that read
+            the input (a patch embedding, a stem; :mod:`libragrad_fx.passes.pixel`), under any preset:
+            the same forward and token-level gradient, pixel gradients through the contributions
+            that agree with each output's sign. ``None`` (default): the plain backward there.
 
     Returns:
         A recompiled ``torch.fx.GraphModule`` with ``.libragrad_report`` (a :class:`Report`).
@@ -64,6 +70,8 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"transform() takes an nn.Module, got {type(model).__name__}")
+    if pixel_rule is not None and pixel_rule not in PIXEL_RULES:
+        raise ValueError(f"unknown pixel_rule {pixel_rule!r}; valid: {', '.join(PIXEL_RULES)} (or None)")
     if verify not in VERIFY:
         raise ValueError(f"verify={verify!r}; valid: True, False, 'forward', 'gradient'")
     if verify == "gradient" and example_inputs is None:
@@ -73,11 +81,16 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
                              method=capture, unroll=bool(families))
     gm = captured.gm
     analysis = Analysis(gm, captured.input_names)
-    report = Report(model=type(model).__name__, preset=preset, capture=captured.method,
+    report = Report(model=type(model).__name__, preset=preset, capture=captured.method, pixel_rule=pixel_rule,
                     nodes=sum(1 for n in gm.graph.nodes if n.op not in ("placeholder", "output")),
                     notes=list(captured.notes) + analysis.notes)
 
     planned = [edit for p in PASSES for edit in p.plan(analysis)]
+    if pixel_rule is not None:
+        pixel = PixelPass(pixel_rule)
+        planned += pixel.plan(analysis)
+        report.notes += pixel.notes
+        families = families | {pixel.family}
     enabled = [e for e in planned if e.family in families]
     flow = live_nodes(analysis, [e.cut for e in enabled if isinstance(e, Detach)])
     full_flow = live_nodes(analysis, [e.cut for e in planned if isinstance(e, Detach)])
@@ -87,6 +100,8 @@ def transform(model: nn.Module, example_inputs: Any = None, *, preset: str = "li
     cuts = [e.cut for e in kept if isinstance(e, Detach)]
     prunings = _plan_pruning(analysis, flow, cuts, example_inputs, example_kwargs, report.notes,
                              real=not _runs_in_training_mode(model)) if prune else []
+    replaced = {e.node for e in kept if e.family == "pixel"}
+    prunings = [p for p in prunings if p.node not in replaced]  # the pixel rule's op has its own backward
     apply_edits(gm, kept)
     report.backward = [Rewritten(e.node.name, _op_name(analysis, e.node), e.family, e.rule, e.why)
                        for e in apply_pruning(gm, prunings)]

@@ -57,9 +57,14 @@ class MapSettings:
     sg_samples: int = 16
     seed: int = 0
     png: int = 0
+    pixel_rule: str | None = None
+    """A pixel readout on the layer that reads the input (``transform(pixel_rule=...)``)."""
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["pixel_rule"] is None:
+            del d["pixel_rule"]  # manifests written without it stay comparable
+        return d
 
 
 class AttributeJob:
@@ -83,7 +88,7 @@ class AttributeJob:
         if self.loaded.transformed:
             gm = model
         else:
-            gm = transform(model, example, preset=s.preset, capture=s.capture)
+            gm = transform(model, example, preset=s.preset, capture=s.capture, pixel_rule=s.pixel_rule)
         self.explainer = Explainer(gm, s.method, device=self.device, precision=s.precision, ig_steps=s.ig_steps,
                                    sg_samples=s.sg_samples, seed=s.seed)
         with torch.no_grad():

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             method=METHOD_ALIASES.get(args.method, args.method), preset=args.preset, capture=args.capture,
             target=target.describe(), dtype=args.dtype, channels=args.channels, precision=args.precision,
             device=world.device.type, batch_size=args.batch_size, shard_size=args.shard_size, ig_steps=args.ig_steps,
-            sg_samples=args.sg_samples, seed=args.seed, png=args.png)
+            sg_samples=args.sg_samples, seed=args.seed, png=args.png, pixel_rule=args.pixel_rule)
         layout = Layout(len(source), args.shard_size)
         manifest = manifests.build(["libragrad-fx", *getattr(args, "argv", [])], settings.describe(),
                                    source.describe(), preprocess.describe(),

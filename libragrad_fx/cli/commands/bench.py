@@ -13,6 +13,12 @@ DEFAULT_ROOT = "libragrad-bench"
 """Without ``--out`` each run writes into a fresh ``libragrad-bench/<date>-<time>`` folder."""
 
 
+def _pixel_rules() -> tuple[str, ...]:
+    from ...passes.pixel import PIXEL_RULES
+
+    return PIXEL_RULES
+
+
 def register(commands, parents) -> None:
     sub = commands.add_parser("bench", help="the faithfulness comparison on the bundled models (CSV, table, plots)")
     sub.add_argument("--text", action="store_true", help="the text benchmark instead: token attributions of the "
@@ -23,6 +29,9 @@ def register(commands, parents) -> None:
                      "prompt-conditioned benchmark)")
     sub.add_argument("--methods", type=comma_list, metavar="M,..", help="methods, comma-separated (default: all; a "
                      "gradient method runs vanilla and libragrad)")
+    sub.add_argument("--pixel-rule", choices=_pixel_rules(), default=None,
+                     help="also measure each gradient method with this pixel readout on the layer that reads the "
+                     "image (dissent: dissent suppression; rows <backward>+dissent)")
     sub.add_argument("--seed", type=seed, default=None, help="image seed (default: the held-out seed)")
     sub.add_argument("--out", metavar="DIR", help=f"output folder, new or empty (default: a fresh "
                      f"./{DEFAULT_ROOT}/<date>-<time>)")
@@ -62,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import per_item, step
 
     if args.text:
+        if args.pixel_rule:
+            raise UsageError("--pixel-rule applies to the image benchmark: a text model reads token ids, and no linear "
+                             "map reads them")
         from ...text.bench_cli import run as run_text
 
         return run_text(args, prepare(args.out, DEFAULT_ROOT, overwrite=args.overwrite))
@@ -73,13 +85,16 @@ def run(args: argparse.Namespace) -> int:
     if args.readout != "logit" and set(chosen) & set(models.names("clip")):
         raise UsageError("--readout applies to the classifiers: a CLIP's maps explain its similarity with a prompt")
     try:
-        methods = resolve_methods(args.methods)
+        methods = resolve_methods(args.methods, args.pixel_rule)
     except ValueError as error:
         raise UsageError(f"--methods: {error}") from error
     out = prepare(args.out, DEFAULT_ROOT, overwrite=args.overwrite)
+    patch = args.patch or 8  # the bundled models' patch size
+    if 64 % patch:
+        raise UsageError(f"--patch {patch}: must divide the bundled models' image size 64 (1, 2, 4, 8, 16, 32, 64)")
     config = Config(n=args.n, seed=args.seed, batch=args.batch, ig_steps=args.ig_steps, sg_samples=args.sg_samples,
                     lxt_python=args.lxt_python, threads=args.threads, baseline=args.baseline,
-                    readout=args.readout)
+                    readout=args.readout, pixel_rule=args.pixel_rule, patch=patch)
     step(f"measuring {len(methods)} method rows on {', '.join(chosen)} ({args.n} images each)")
     try:
         outputs = run(chosen, methods, config, out, jobs=args.jobs, progress=per_item("  "))

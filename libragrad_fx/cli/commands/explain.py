@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         for p in panels:
             n = p["numbers"]
-            line = f"{n['preset']:>10}  {args.method}: target {loaded.class_name(n['target'])}, f_t(x) {n['logit']:.5g}"
+            suffix = f"+{args.pixel_rule}" if getattr(args, "pixel_rule", None) else ""
+            line = (f"{n['preset'] + suffix:>{10 + len(suffix)}}  {args.method}: target "
+                    f"{loaded.class_name(n['target'])}, f_t(x) {n['logit']:.5g}")
             if "attributed" in n:
                 line += (f", attribution sum {n['attributed']:.5g} (complete: {n['expected']:.5g}), "
                          f"error {n['abs_error']:.2e} (relative {n['rel_error']:.2e})")
@@ -104,7 +106,8 @@ def _explain_one(model, x: torch.Tensor, args: argparse.Namespace, preset: str, 
     method = METHOD_ALIASES.get(args.method, args.method)
     step(f"explaining with {method} ({'vanilla' if preset == 'vanilla' else 'LibraGrad'} backward)")
     method_cls = attr.METHODS[method]
-    explainer = method_cls(model) if transformed else method_cls(model, preset=preset, capture=args.capture)
+    explainer = method_cls(model) if transformed else method_cls(model, preset=preset, capture=args.capture,
+                                                                 pixel_rule=args.pixel_rule)
     with torch.no_grad():
         output = explainer.forward((x,))
     classes = output.shape[-1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
@@ -158,6 +161,7 @@ def _save_panels(panels: list[dict], x: torch.Tensor, picture, loaded, args: arg
         colour_bar(figure, mappable, ax, signed=panel["signed"])
         backward = {"vanilla": "vanilla backward", "libragrad": "LibraGrad backward"}.get(
             n["preset"], f"LibraGrad backward, preset {n['preset']}")
+        backward += ", dissent pixel rule" if getattr(args, "pixel_rule", None) else ""
         title = backward + (f"\ncompleteness error {n['rel_error']:.1e}" if "rel_error" in n else "")
         ax.set_title(title, fontsize=9)
     n = panels[-1]["numbers"]

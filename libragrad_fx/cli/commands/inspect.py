@@ -53,7 +53,8 @@ def _inspect_report(loaded, x: torch.Tensor, args: argparse.Namespace):
 
 
 def _render_inspect(label: str, shape: tuple[int, ...], report, data: dict) -> str:
-    lines = [f"{label}: {report.model}, preset {report.preset}, input {'x'.join(map(str, shape))}",
+    pixel = f", pixel rule {report.pixel_rule}" if getattr(report, "pixel_rule", None) else ""
+    lines = [f"{label}: {report.model}, preset {report.preset}{pixel}, input {'x'.join(map(str, shape))}",
              f"capture: {report.capture}, {report.nodes} nodes in the graph"]
     if report.forward_check:
         lines.append(f"forward: {report.forward_check}")

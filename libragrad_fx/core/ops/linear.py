@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .schema import INDICES, VALUE, Category, Op, Role
+from .. import dissent
+from .schema import INDICES, VALUE, Category, Op, Role, Rule, param
 
 L, P, N = Category.LINEAR, Category.PIECEWISE, Category.NONDIFF
 SEL, SHAPE, ADD, FACTOR, NONLINEAR, CHOICE = (Role.SELECTOR, Role.SHAPE, Role.ADDITIVE, Role.FACTOR, Role.NONLINEAR,
@@ -36,16 +37,68 @@ def _scatter_reduce(call) -> Category:
     return {"sum": L, "mean": L, "amax": P, "amin": P}.get(reduce, Category.OPAQUE)
 
 
+def _linear_dissent(node, call):
+    if call.spelling.startswith("libragrad."):
+        return None  # already rewritten (a pruned or dissent linear)
+    return (call.input, param(node, call, "weight"), param(node, call, "bias"))
+
+
+def _conv_dims(node, call) -> int | None:
+    """1, 2 or 3: the spatial dimensions of a convolution call (None where it cannot be told)."""
+    if call.module is not None:
+        return call.module.weight.dim() - 2
+    for name in ("stride", "padding", "dilation"):
+        value = call.args.get(name)
+        if isinstance(value, (list, tuple)):
+            return len(value)
+    for d in (1, 2, 3):
+        if f"conv{d}d" in call.spelling:
+            return d
+    weight = call.args.get("weight")
+    meta = getattr(weight, "meta", {}).get("val")
+    return meta.dim() - 2 if meta is not None else None
+
+
+def _conv_dissent(node, call):
+    """(input, weight, bias, stride, padding, dilation, groups); None for a spelling the rule cannot
+    take (transposed, padding given as a string other than 'valid', a padding mode other than zeros)."""
+    args = call.args
+    dims = _conv_dims(node, call)
+    if call.spelling.startswith("libragrad.") or dims is None or args.get("transposed") is True \
+            or args.get("padding_mode", "zeros") != "zeros":
+        return None
+    def setting(name: str, default):
+        """A module's own setting, or a call's argument."""
+        return getattr(call.module, name) if call.module is not None else args.get(name, default)
+
+    padding = setting("padding", 0)
+    if isinstance(padding, str):
+        if padding != "valid":
+            return None
+        padding = 0
+
+    def expand(value) -> list[int]:
+        return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] * dims
+
+    return (call.input, param(node, call, "weight"), param(node, call, "bias"), expand(setting("stride", 1)),
+            expand(padding), expand(setting("dilation", 1)), int(setting("groups", 1)))
+
+
 ENTRIES: list[Op] = [
-    Op("linear", L, spellings=("libragrad.linear_cols",), modules={nn.Linear: ("weight", "bias")},
+    # libragrad.*: what the rewrite inserts for it (a pruned backward, the dissent pixel readout): the same map
+    Op("linear", L, spellings=("libragrad.linear_cols", "libragrad.linear_dissent"),
+       modules={nn.Linear: ("weight", "bias")},
        roles=_LINEAR_MAP, positional=("input", "weight", "bias"),
+       pixel=Rule(dissent.RULE, dissent.linear_dissent, _linear_dissent),
        example=lambda t: (F.linear, (t(3, 4), t(5, 4), t(5)), {})),
-    Op("conv", L, spellings=("conv1d", "conv2d", "conv3d", "convolution", "_convolution"),
+    Op("conv", L, spellings=("conv1d", "conv2d", "conv3d", "convolution", "_convolution",
+                             "libragrad.conv_dissent"),
        modules={nn.Conv1d: ("weight", "bias", "padding_mode"), nn.Conv2d: ("weight", "bias", "padding_mode"),
                 nn.Conv3d: ("weight", "bias", "padding_mode")},
        roles=_LINEAR_MAP,
        # torch.conv2d(x, w, b, ...) has a padding-as-string overload (NF-Net's standardised convolutions)
        positional=("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+       pixel=Rule(dissent.RULE, dissent.conv_dissent, _conv_dissent),
        example=lambda t: (F.conv2d, (t(2, 3, 5, 5), t(4, 3, 3, 3), t(4)), {})),
     Op("conv_transpose", L, spellings=("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
        modules={nn.ConvTranspose1d: ("weight", "bias"), nn.ConvTranspose2d: ("weight", "bias"),

@@ -161,6 +161,9 @@ class Op:
     call's settings decide f(0), a function of the call)."""
     rule: Rule | None = None
     """The rewrite that makes a fused op complete (a norm's, a fused activation's, fused arithmetic's)."""
+    pixel: Rule | None = None
+    """The pixel readout's rewrite (dissent suppression) of a linear map that reads the model's input
+    (:mod:`libragrad_fx.passes.pixel`): same forward, a backward that splits contributions by sign."""
     family: str | None = None
     """For a gate: the family whose rule detaches it (default ``gating``)."""
     elementwise: bool = False
