@@ -25,9 +25,6 @@ One thread per process by default: CPU-time ratios stay meaningful on a shared m
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import json
 import os
 import statistics
@@ -38,6 +35,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_rss import second_call_peak  # noqa: E402  (tools/, beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("vit_base_patch16_224",)
@@ -127,24 +127,10 @@ def held_bytes(call: Callable[[], Any], model: torch.nn.Module) -> tuple[int, in
     return sum(saved.values()), sum(n for ptr, n in held.items() if ptr not in saved)
 
 
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        return int(next(line for line in f if line.startswith(key + ":")).split()[1]) / 1024
-
-
 def memory_child(name: str, contender: str, batch: int) -> None:
     """In a fresh process: build, call once, then measure a second call's peak RSS over the RSS before it."""
     model, x = build(name, batch)
-    call = contenders(model, x)[contender]
-    call()
-    gc.collect()
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed setup memory back, so "before" is honest
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
-    before = _status_mb("VmRSS")
-    call()
-    print(json.dumps({"before_mb": before, "peak_mb": _status_mb("VmHWM")}))
+    print(json.dumps(second_call_peak(contenders(model, x)[contender])))
 
 
 def peak_memory(name: str, contender: str, batch: int, threads: int) -> dict | None:

@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import ctypes
 import functools
-import gc
 import json
 import os
 import statistics
@@ -43,6 +41,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_rss import second_call_peak  # noqa: E402  (tools/, beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("vit_small_patch16_224", "vit_base_patch16_224", "eva02_small_patch14_224", "mixer_b16_224", "convnext_tiny",
@@ -216,12 +217,6 @@ def ratio(timings: dict[str, Timing], name: str, base: str, attr_: str) -> float
 
 # --- memory (one contender per subprocess) ---------------------------------------------------
 
-def _status_mb(field_: str) -> float:
-    with open("/proc/self/status") as f:
-        line = next(ln for ln in f if ln.startswith(field_ + ":"))
-    return int(line.split()[1]) / 1024
-
-
 def memory_child(model_name: str, contender: str, batch: int, lxt: bool) -> None:
     """Build one contender in this fresh process, run it once (warm-up), then measure a second call:
     the RSS before it and its peak (the high-water mark is reset first, so setup does not count)."""
@@ -229,15 +224,7 @@ def memory_child(model_name: str, contender: str, batch: int, lxt: bool) -> None
     listed = lxt_contenders(model_name, model, x) if lxt else contenders(model_name, model, x, {"unpruned", "ig"},
                                                                             compile_=False)
     entry = next(c for c in listed if c.name == contender).build()
-    entry.run()
-    gc.collect()
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed setup memory back, so "before" is honest
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
-    before = _status_mb("VmRSS")
-    entry.run()
-    print(json.dumps({"before_mb": before, "peak_mb": _status_mb("VmHWM")}))
+    print(json.dumps(second_call_peak(entry.run)))
 
 
 def measure_memory(model_name: str, contender: str, batch: int, threads: int, lxt: bool) -> dict | None:

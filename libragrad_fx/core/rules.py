@@ -43,15 +43,20 @@ def _fake_like_first(x: Tensor, *args) -> Tensor:
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("libragrad::scale_grad", mutates_args=())
-def _scale_grad(x: Tensor, scale: float) -> Tensor:
-    return x.clone()
+def _gradient_scaler(name: str):
+    """A custom op ``libragrad::<name>(x, scale)``: ``x`` in the forward (a copy: a custom op may not return
+    an alias of its input), ``scale * grad`` in the backward."""
+    @torch.library.custom_op(f"libragrad::{name}", mutates_args=())
+    def op(x: Tensor, scale: float) -> Tensor:
+        return x.clone()
+
+    op.register_fake(_fake_like_first)
+    op.register_autograd(lambda ctx, grad: (grad * ctx.scale, None),
+                         setup_context=lambda ctx, inputs, output: setattr(ctx, "scale", inputs[1]))
+    return getattr(torch.ops.libragrad, name).default
 
 
-_scale_grad.register_fake(_fake_like_first)
-_scale_grad.register_autograd(lambda ctx, grad: (grad * ctx.scale, None),
-                              setup_context=lambda ctx, inputs, output: setattr(ctx, "scale", inputs[1]))
-scale_grad = torch.ops.libragrad.scale_grad.default
+scale_grad = _gradient_scaler("scale_grad")
 """x in the forward (exactly); ``scale * grad`` in the backward.
 
 A product of k stream factors is homogeneous of degree k, so each factor's share of the output
@@ -392,15 +397,7 @@ for _op, _setup, _backward in ((layer_norm, _layer_norm_setup, _layer_norm_backw
 
 # --- fused arithmetic -------------------------------------------------------------------------
 
-@torch.library.custom_op("libragrad::factor_grad", mutates_args=())
-def _factor_grad(x: Tensor, scale: float) -> Tensor:
-    return x.clone()
-
-
-_factor_grad.register_fake(_fake_like_first)
-_factor_grad.register_autograd(lambda ctx, grad: (grad * ctx.scale, None),
-                               setup_context=lambda ctx, inputs, output: setattr(ctx, "scale", inputs[1]))
-factor_grad = torch.ops.libragrad.factor_grad.default
+factor_grad = _gradient_scaler("factor_grad")
 """x in the forward (exactly); ``scale * grad`` in the backward, on one factor argument of one op.
 
 Fused arithmetic such as ``addcmul(x, a, b) = x + v a b`` is a product only in its product term:
