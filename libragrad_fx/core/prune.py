@@ -32,6 +32,7 @@ from libragrad_fx.passes import Replace, param
 from .analysis import Analysis, Cut, Kind, Liveness, flatten_nodes
 from .pruned_ops import OPS
 from .rewrite import apply_edits
+from .shapes import placeholder_values
 from .spelling import describe
 
 __all__ = ["Pruning", "plan", "apply", "meta_values"]
@@ -221,12 +222,7 @@ def meta_values(gm: fx.GraphModule, example_inputs: Any, example_kwargs: dict | 
         return recorded
     if example_inputs is None:
         return None
-    args = list(example_inputs) if isinstance(example_inputs, (tuple, list)) else [example_inputs]
-    kwargs = example_kwargs or {}
-    inputs = []
-    for node in gm.graph.find_nodes(op="placeholder"):
-        inputs.append(args.pop(0) if args else kwargs[node.target] if node.target in kwargs
-                      else node.args[0] if node.args else None)
+    inputs = placeholder_values(gm, example_inputs, example_kwargs)
     runner = _MetaInterpreter(gm)
     try:
         # restores the grad mode even where a failing op left it changed (a set_grad_enabled region that

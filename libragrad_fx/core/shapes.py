@@ -60,7 +60,9 @@ def _to_meta(value: Any) -> Any:
     return value
 
 
-def _inputs(gm: fx.GraphModule, example_inputs: Any, example_kwargs: dict | None) -> list:
+def placeholder_values(gm: fx.GraphModule, example_inputs: Any, example_kwargs: dict | None) -> list:
+    """One value per placeholder of ``gm``: the positional examples in order, then keyword examples by name,
+    then the placeholder's default (None where it has none)."""
     args = list(example_inputs) if isinstance(example_inputs, (tuple, list)) else [example_inputs]
     kwargs = example_kwargs or {}
     out = []
@@ -74,7 +76,7 @@ def propagate(gm: fx.GraphModule, example_inputs: Any, example_kwargs: dict | No
               real: bool = True) -> Shapes:
     """Run ``gm`` on meta tensors shaped like the example (then, if that fails and ``real``, on the
     example itself: not for a model in training mode, whose run would update its statistics)."""
-    inputs = _inputs(gm, example_inputs, example_kwargs)
+    inputs = placeholder_values(gm, example_inputs, example_kwargs)
     failures = []
     for meta in (True, False) if real else (True,):
         runner = _Recorder(gm, meta)
