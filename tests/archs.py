@@ -28,6 +28,20 @@ class ClipZeroShot(nn.Module):
         return features @ self.text_embeddings.T * self.logit_scale.exp()
 
 
+class Leftovers(nn.Module):
+    """An op without a rule, a gate added to a stream, and a softmax head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = h + h.softmax(-1)  # a stranded gate: not elementwise, no identity rule
+        h = torch.special.bessel_j0(h)  # no rule for this op
+        return h.softmax(-1)
+
+
 def _timm(name: str, **kwargs) -> Callable[[], nn.Module]:
     return lambda: timm.create_model(name, pretrained=False, num_classes=5, **kwargs)
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import libragrad_fx as lf
+from archs import Leftovers
 from libragrad_fx.core import transform as driver
 from libragrad_fx.core.analysis import Analysis, Kind
 from libragrad_fx.core.capture import capture
@@ -219,18 +220,6 @@ def test_a_gate_spelled_out_gets_the_rule_of_the_function_it_computes(capture):
     assert error < 1e-10 and error_out < 1e-10
 
 
-class Leftovers(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x):
-        h = self.fc(x)
-        h = h + h.softmax(-1)
-        h = torch.special.bessel_j0(h)
-        return h.softmax(-1)
-
-
 @pytest.mark.parametrize("build,shape", [(Leftovers, (2, 4)), (Rounded, (3, 8)), (Baddbmm, (3, 5, 8)),
                                          (SpatialTransformer, (2, 3, 8, 8))])
 def test_every_input_dependent_node_lands_in_exactly_one_bucket(build, shape):
@@ -333,16 +322,21 @@ ENCODERS = [pytest.param(bias, batch_first, mode, id=f"bias={bias}-batch_first={
             for bias in (True, False) for batch_first in (True, False) for mode in ("eval", "train")]
 
 
+def _strict_transform(model: nn.Module, mode: str):
+    """The model in ``mode`` transformed with the per-op gradient check, any LibraGradWarning an error."""
+    model = model.eval() if mode == "eval" else model.train()
+    x = torch.randn(3, 5, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lf.LibraGradWarning)
+        return lf.transform(model, x, verify="gradient"), x
+
+
 @pytest.mark.parametrize("bias,batch_first,mode", ENCODERS)
 def test_stock_transformer_encoder_transforms(bias, batch_first, mode):
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(16, 2, 32, bias=bias, batch_first=batch_first)
     model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-    model = model.eval() if mode == "eval" else model.train()
-    x = torch.randn(3, 5, 16)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", lf.LibraGradWarning)
-        gm = lf.transform(model, x, verify="gradient")
+    gm, x = _strict_transform(model, mode)
     report = gm.libragrad_report
     assert report.families() == {"attention", "normalization"} and not report.unclassified
     assert not report.gradient.violations, str(report.gradient)
@@ -379,11 +373,7 @@ class Attention(nn.Module):
 def test_stock_multihead_attention_transforms(bias, batch_first, mode):
     torch.manual_seed(0)
     model = Attention(bias, batch_first)
-    model = model.eval() if mode == "eval" else model.train()
-    x = torch.randn(3, 5, 16)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", lf.LibraGradWarning)
-        gm = lf.transform(model, x, verify="gradient")
+    gm, x = _strict_transform(model, mode)
     report = gm.libragrad_report
     assert "attention" in report.families() and not report.unclassified
     assert not report.gradient.violations, str(report.gradient)

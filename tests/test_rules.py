@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import libragrad_fx as lf
+from archs import Leftovers
 
 
 def ixg_completeness(model: nn.Module, x: torch.Tensor, target: int = 0) -> float:
@@ -93,20 +94,6 @@ def test_in_place_activations_keep_the_forward_and_become_complete(capture):
     assert len(ops) == 4, ops  # SiLU, ReLU6 (identity rule), hard-swish, ELU (identity rule)
     assert ixg_completeness(gm, x) < 1e-4
     assert ixg_completeness(model, x) > 1e-2
-
-
-class Leftovers(nn.Module):
-    """An op without a rule, a gate added to a stream, and a softmax head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x):
-        h = self.fc(x)
-        h = h + h.softmax(-1)  # a stranded gate: not elementwise, no identity rule
-        h = torch.special.bessel_j0(h)  # no rule for this op
-        return h.softmax(-1)
 
 
 def test_what_cannot_be_classified_is_reported_and_warned():
