@@ -49,15 +49,31 @@ MONITOR_SEED = HELDOUT_SEED + 2
 # images every token shares a large common component and both stalled at the label prior.
 _BASE = dict(batch=64, lr=1e-3, wd=0.05, warmup=50, beta2=0.999, clutter_start=0.0, clutter_ramp=0.5,
              two_object_fraction=None, ema=0.0, teacher=None, kd_weight=0.0, kd_temperature=1.0,
-             token_label_weight=0.0)
+             token_label_weight=0.0, transplant=None)
 # A continuation ("base": the recipe of the run it starts from) sees full clutter only, three
 # quarters of its images with two objects (the detection requirement is measured on those).
 _CONTINUE = dict(lr=5e-4, warmup=20, clutter_start=1.0, two_object_fraction=0.75)
+# A distillation continuation also learns from the bundled EVA02's sigmoids (half of the loss) at
+# the base runs' learning rate: the ViT and the Mixer left the label prior in their base runs but
+# stalled far below the detection requirement on labels alone.
+_DISTIL = dict(_CONTINUE, lr=1e-3, warmup=50, teacher="eva02", kd_weight=0.5)
+# The ViT, BEiT and SigLIP models start from one class-token ViT run (``transplant``): from scratch
+# every model here needs thousands of steps to leave the label prior, and the class-token ViT
+# stalls below the detection requirement (recall 0.60) where mean pooling over the patch tokens
+# keeps improving.
+_VIT_TOKEN_BASE = dict(_BASE, steps=2500, normalize=True, pos_embed_init="sincos", model="vit",
+                       arch={"global_pool": "token"})
 RECIPES: dict[str, dict] = {
-    "vit": dict(_BASE, steps=2500, normalize=True, pos_embed_init="sincos"),
+    "vit": dict(_BASE, **_DISTIL, steps=4000, normalize=False, pos_embed_init="default", transplant="base",
+                base=_VIT_TOKEN_BASE),
     "eva02": dict(_BASE, **_CONTINUE, steps=1200, normalize=False, pos_embed_init="default",
                   base=dict(_BASE, steps=2000, normalize=False, pos_embed_init="default")),
-    "mixer": dict(_BASE, steps=2600, normalize=True, pos_embed_init="default"),
+    "mixer": dict(_BASE, **_DISTIL, steps=4000, normalize=False, pos_embed_init="default",
+                  base=dict(_BASE, steps=2600, normalize=True, pos_embed_init="default")),
+    "beit": dict(_BASE, **_DISTIL, steps=3000, normalize=False, pos_embed_init="default", transplant="base",
+                 base=_VIT_TOKEN_BASE),
+    "siglip": dict(_BASE, **_DISTIL, steps=3000, normalize=False, pos_embed_init="default",
+                   transplant="base", base=_VIT_TOKEN_BASE),
 }
 
 
@@ -177,7 +193,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
             e.copy_(p)
 
 
-def load_teacher(spec: str) -> tuple[torch.nn.Module, dict]:
+def load_bundled(spec: str, flag: str = "--teacher") -> tuple[torch.nn.Module, dict]:
     """A bundled model by name, or a ``<name>.safetensors`` file with its ``.json`` card next to it."""
     from safetensors.torch import load_file
 
@@ -187,7 +203,7 @@ def load_teacher(spec: str) -> tuple[torch.nn.Module, dict]:
         return models.load(spec), models.card(spec)
     path = Path(spec)
     if not path.is_file() or not path.with_suffix(".json").is_file():
-        raise SystemExit(f"--teacher: {spec!r} is neither a bundled model ({models.names()}) nor a "
+        raise SystemExit(f"{flag}: {spec!r} is neither a bundled model ({models.names()}) nor a "
                          "weight file with its .json card next to it")
     meta = json.loads(path.with_suffix(".json").read_text())
     model = build(meta["timm_class"], meta["kwargs"])
@@ -195,24 +211,53 @@ def load_teacher(spec: str) -> tuple[torch.nn.Module, dict]:
     return model.float().eval(), meta
 
 
-def recipe_argv(recipe: dict) -> list[str]:
-    """Command-line flags that select ``recipe`` (the inverse of the parser's recipe options)."""
-    argv = []
-    for k, v in recipe.items():
-        if k == "base" or v is None:
-            continue
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            argv.append(flag if v else "--no-" + k.replace("_", "-"))
-        else:
-            argv += [flag, str(v)]
-    return argv
+def transplant(model: torch.nn.Module, source: torch.nn.Module) -> list[str]:
+    """Start ``model`` (a BEiT or a ViT of another layout) from a timm ViT ``source``'s weights.
+
+    Tensors with the same name and shape are copied. The rest is mapped so that a block computes
+    what the source block computed: BEiT's separate q/v biases take the fused qkv bias's q and v
+    parts (the k bias only adds a per-query constant to the scores, which softmax ignores), its
+    layer scales start at 1 and its relative position bias at 0; a model without a class token
+    takes the patch rows of the position table; the final norm moves to BEiT's pooled fc_norm.
+    Returns what was not copied, for the card.
+    """
+    src = {k: v.detach() for k, v in source.state_dict().items()}
+    dst = model.state_dict()
+    d = src["patch_embed.proj.weight"].shape[0]
+    mapped: dict[str, torch.Tensor] = {}
+    for k, v in dst.items():
+        name = k.rsplit(".", 1)[-1]
+        prefix = k[: -len(name)]
+        if k in src and src[k].shape == v.shape:
+            mapped[k] = src[k]
+        elif k == "pos_embed" and "pos_embed" in src and src[k].shape[1] == v.shape[1] + 1:
+            mapped[k] = src[k][:, 1:]
+        elif name in ("q_bias", "v_bias") and prefix + "qkv.bias" in src:
+            b = src[prefix + "qkv.bias"]
+            mapped[k] = b[:d] if name == "q_bias" else b[2 * d:]
+        elif name in ("gamma_1", "gamma_2"):
+            mapped[k] = torch.ones_like(v)
+        elif name == "relative_position_bias_table":
+            mapped[k] = torch.zeros_like(v)
+        elif k.startswith("fc_norm.") and "norm." + name in src and not any(t.startswith("norm.") for t in dst):
+            mapped[k] = src["norm." + name]
+    model.load_state_dict({**dst, **mapped})
+    kept = {k for k in src if k in mapped or k.replace("qkv.bias", "q_bias") in mapped}
+    if "norm.weight" in src and "fc_norm.weight" in mapped:
+        kept |= {"norm.weight", "norm.bias"}
+    fresh = [k for k in dst if k not in mapped and k in dict(model.named_parameters())]
+    return ([f"started at init: {p} ({sum(k.startswith(p + '.') or k == p for k in fresh)} tensors)"
+             for p in dict.fromkeys(k.split(".")[0] for k in fresh)]
+            + [f"not used: {k}" for k in src if k not in kept])
 
 
 def recipe_of(card: dict, like: dict) -> dict:
     """The keys of ``like`` as a card recorded them (cards older than an option lack it: its default)."""
     defaults = {**_BASE, "normalize": False, "pos_embed_init": "default"}
-    return {k: card.get(k, defaults.get(k)) for k in like}
+    got = {k: card.get(k, defaults.get(k)) for k in like}
+    if isinstance(like.get("base"), dict) and isinstance(got.get("base"), dict):
+        got["base"] = recipe_of(got["base"], like["base"])  # a base recorded before an option existed
+    return got
 
 
 def _seeds_used(card: dict) -> int:
@@ -266,6 +311,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--kd-weight", dest="kd_weight", type=float,
                     help="loss = (1 - w) * BCE(labels) + w * BCE(teacher's sigmoids); needs --teacher")
     ap.add_argument("--kd-temperature", dest="kd_temperature", type=float)
+    ap.add_argument("--transplant", default=None,
+                    help="start from another architecture's weights: a bundled ViT (name) or weight file; "
+                    "matching tensors are copied, the rest mapped or left at init (listed in the card)")
+    ap.add_argument("--recipe", type=json.loads, default=None, metavar="JSON",
+                    help="the whole recipe as JSON instead of the model's default (how a recipe's base run "
+                    "is started); other options still override its keys")
     ap.add_argument("--token-label-weight", dest="token_label_weight", type=float,
                     help="token labelling: add this weight times the BCE of an auxiliary per-patch head "
                     "(discarded after training) against each patch's object-mask coverage")
@@ -323,29 +374,45 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.measure_only:
         return measure(args)
-    recipe = dict(RECIPES[args.model])
+    recipe = dict(RECIPES[args.model]) if args.recipe is None else {**_BASE, **args.recipe}
     for k in recipe:
         if getattr(args, k, None) is not None:
             recipe[k] = getattr(args, k)
     if args.no_base and "base" in recipe:
         recipe["base"] = None
     base = recipe.get("base")
-    if base is not None and args.init_from is None:
-        # The recipe continues a base run: train that first (its own card and weights in
-        # <out>/<model>-base/), then warm-start from it.
+    transplant_from = None if recipe["transplant"] == "base" else recipe["transplant"]
+    if recipe["transplant"] == "base" and base is None and args.init_from is None:
+        ap.error("this recipe transplants its base run's weights: drop --no-base or pass --transplant FILE")
+    if base is not None and args.init_from is None and transplant_from is None:
+        # The recipe continues a base run (possibly of another layout: then its weights are
+        # transplanted): train that first, its own card and weights in <out>/<model>-base/, or reuse
+        # a base run already there that was trained with this recipe.
+        base_model, base_arch = base.get("model", args.model), {**args.arch, **base.get("arch", {})}
+        base_recipe = {k: v for k, v in base.items() if k not in ("model", "arch")}
         base_out = args.out / f"{args.model}-base"
-        base_argv = ["--model", args.model, "--out", str(base_out), "--threads", str(args.threads),
-                     "--seed", str(args.seed), "--log-every", str(args.log_every), "--eval-n", str(args.eval_n),
-                     "--eval-two-n", str(args.eval_two_n), "--eval-seed", str(args.eval_seed),
-                     "--no-base", *recipe_argv(base)]
-        if args.arch:
-            base_argv += ["--arch", json.dumps(args.arch)]
-        if args.checkpoint is not None:
-            base_argv += ["--checkpoint", str(args.checkpoint.with_name(args.checkpoint.name + ".base")),
-                          "--checkpoint-every", str(args.checkpoint_every)]
-        print(f"[{args.model}] base run first: {shlex.join(base_argv)}", flush=True)
-        main(base_argv)
-        args.init_from = base_out / f"{args.model}.safetensors"
+        base_file = base_out / f"{base_model}.safetensors"
+        kwargs = json.loads(json.dumps({**ARCHITECTURES[base_model]["kwargs"], **base_arch}))
+        done = base_file.with_suffix(".json")
+        if done.is_file() and recipe_of(json.loads(done.read_text()), base_recipe) == base_recipe \
+                and json.loads(done.read_text())["kwargs"] == kwargs:
+            print(f"[{args.model}] reusing the base run in {base_out} (trained with this recipe's base)", flush=True)
+        else:
+            base_argv = ["--model", base_model, "--out", str(base_out), "--threads", str(args.threads),
+                         "--seed", str(args.seed), "--log-every", str(args.log_every), "--eval-n",
+                         str(args.eval_n), "--eval-two-n", str(args.eval_two_n), "--eval-seed", str(args.eval_seed),
+                         "--no-base", "--recipe", json.dumps(base_recipe)]
+            if base_arch:
+                base_argv += ["--arch", json.dumps(base_arch)]
+            if args.checkpoint is not None:
+                base_argv += ["--checkpoint", str(args.checkpoint.with_name(args.checkpoint.name + ".base")),
+                              "--checkpoint-every", str(args.checkpoint_every)]
+            print(f"[{args.model}] base run first: {shlex.join(base_argv)}", flush=True)
+            main(base_argv)
+        if recipe["transplant"] == "base":
+            transplant_from = str(base_file)
+        else:
+            args.init_from = base_file
     if recipe["kd_weight"] > 0 and recipe["teacher"] is None:
         ap.error("--kd-weight > 0 needs --teacher")
     f = recipe["two_object_fraction"]
@@ -378,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
         if base is not None and recipe_of(parent, base) != base:
             print(f"[{args.model}] warning: {args.init_from} was not trained with this recipe's base "
                   f"{base} (its recipe: {recipe_of(parent, base)})", flush=True)
+    transplanted = None
+    if transplant_from is not None and args.init_from is None:
+        source, parent = load_bundled(transplant_from, "--transplant")
+        transplanted = transplant(model, source)
+        print(f"[{args.model}] transplanted from {transplant_from}: "
+              + ("; ".join(transplanted) or "every tensor copied"), flush=True)
     # A warm-started run continues the parent's seed stream instead of revisiting its images.
     seed_offset = 0 if parent is None else _seeds_used(parent)
     last_seed = TRAIN_SEED_BASE + seed_offset + steps - 1
@@ -389,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     if f is not None and seed_offset + steps > ONE_OBJECT_SEED_OFFSET:
         ap.error(f"two-object and one-object seed ranges would overlap beyond {ONE_OBJECT_SEED_OFFSET} steps")
 
-    teacher, teacher_card = (None, None) if recipe["teacher"] is None else load_teacher(recipe["teacher"])
+    teacher, teacher_card = (None, None) if recipe["teacher"] is None else load_bundled(recipe["teacher"])
     # Token labelling: an auxiliary linear head (discarded after training) reads every patch token.
     token_head = None
     if recipe["token_label_weight"] > 0:
@@ -572,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout": {"seed": args.eval_seed, "two_objects": "mixed", "clutter": 1.0, **rep},
         "heldout_two_objects": {"seed": args.eval_seed, "two_objects": True, "clutter": 1.0, **two},
         "weights_bytes": wpath.stat().st_size,
+        "transplanted": transplanted,
         "init_from": None if parent is None else {
             k: parent.get(k) for k in ("command", "steps", "steps_run", "batch", "lr", "train_seconds",
                                        "train_cpu_seconds", "train_data", "init_from")
