@@ -34,7 +34,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "kwargs": dict(
             img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
             depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, class_token=True,
-            global_pool="token",
+            global_pool="avg",
         ),
     },
     "eva02": {
@@ -46,6 +46,24 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
             # timm scales Eva's head init by 1e-3; from scratch that shrinks the body's first
             # gradients (which flow through the head weights) by the same factor.
             head_init_scale=1.0,
+        ),
+    },
+    # BEiT layout: relative position bias in every attention, layer scale, mean pooling + fc_norm.
+    "beit": {
+        "timm_class": "timm.models.beit.Beit",
+        "kwargs": dict(
+            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
+            depth=4, num_heads=4, mlp_ratio=4.0, use_abs_pos_emb=False, use_rel_pos_bias=True,
+            init_values=0.1,
+        ),
+    },
+    # SigLIP image-tower layout: no class token, attention pooling by a learned latent query (MAP).
+    "siglip": {
+        "timm_class": "timm.models.vision_transformer.VisionTransformer",
+        "kwargs": dict(
+            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
+            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, class_token=False,
+            global_pool="map",
         ),
     },
     "mixer": {
