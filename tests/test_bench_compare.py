@@ -132,6 +132,30 @@ def test_rerun_of_one_model_is_deterministic_and_merges(bench_run, tmp_path) -> 
             assert a[key] == b[key]  # same images, same seeds: the same numbers
 
 
+def test_a_model_measured_on_its_own_joins_the_results(bench_run, tmp_path) -> None:
+    """Merging a run of a model the results lack adds its rows and its name, and merging again is stable."""
+    import shutil
+
+    from libragrad_fx.bench.compare import merge
+
+    out, rows, fake = bench_run
+    extra = tmp_path / "beit"
+    assert main(["bench", "--n", "4", "--models", "beit", "--methods", "ixg", "--ig-steps", "2", "--sg-samples", "2",
+                 "--batch", "4", "--out", str(extra), "--no-progress", "--lxt-python", str(fake)]) == 0
+    merged = tmp_path / "merged"
+    shutil.copytree(out, merged)
+    for _ in range(2):
+        merge(merged, extra)
+    info = json.loads((merged / "run.json").read_text())
+    assert info["models"][-1] == "beit" and len(info["models"]) == len({r["model"] for r in rows}) + 1
+    with open(merged / "results.csv") as f:
+        after = list(csv.DictReader(f))
+    assert [r for r in after if r["model"] != "beit"] == [r for r in rows]
+    assert {(r["method"], r["variant"]) for r in after if r["model"] == "beit"} == {("IxG", "vanilla"),
+                                                                                   ("IxG", "libragrad")}
+    assert (merged / "examples_beit.png").is_file() and "### beit" in (merged / "results.md").read_text()
+
+
 def test_the_probability_readout_explains_the_sigmoid_probability(tmp_path) -> None:
     """``--readout prob`` (the reference implementation's default readout): every map explains sigmoid(logit);
     the head keeps its ordinary backward, so FullGrad adds up to the probability only up to that head's

@@ -65,7 +65,7 @@ def _identity(module: nn.Module) -> bool:
 STRUCTURAL = frozenset({
     "Sequential", "ModuleList", "Identity", "Dropout", "DropPath", "Linear", "NonDynamicallyQuantizableLinear",
     "Conv2d", "LayerScale", "PatchEmbed", "RotaryEmbeddingCat",
-    "VisionTransformer", "Block", "Mlp", "Eva", "EvaBlock", "MlpMixer", "MixerBlock",  # timm
+    "VisionTransformer", "Block", "Mlp", "Eva", "EvaBlock", "MlpMixer", "MixerBlock", "Beit",  # timm
     "Encoder", "EncoderBlock", "MLPBlock",  # torchvision
 })
 
@@ -124,6 +124,9 @@ def attach(model: nn.Module, variant: str = "attnlrp") -> list[Any]:
             # timm computes softmax(q k^T) v inside forward; q_norm/k_norm (after the q/k split) and
             # norm (on the attention's output) are Identity modules there, where the rule can act.
             parts = ("q_norm", "k_norm", "norm")
+            if not all(hasattr(module, p) for p in parts):
+                raise ValueError(f"AttnLRP: {name} ({type(module).__module__}.{kind}) has no q_norm/k_norm/norm "
+                                 "modules where these hooks could act (e.g. BEiT's attention)")
             if not all(_identity(getattr(module, p, None)) for p in parts):
                 raise ValueError(f"AttnLRP: {name} ({kind}) has a q/k or output norm; these hooks need them Identity")
             if getattr(module, "gate", None) is not None:
@@ -138,6 +141,20 @@ def attach(model: nn.Module, variant: str = "attnlrp") -> list[Any]:
                 for p in ("q_norm", "k_norm"):
                     replace(getattr(module, p), lambda m, x: divide_gradient(x, 2))
             inside.update(f"{name}.{p}" for p in parts)
+        elif kind == "AttentionPoolLatent":
+            # SigLIP's pooling: a learned query attends over the tokens; q_norm / k_norm are Identity
+            # modules after the q/k split, and proj's input is the attention's output (before the
+            # residual MLP, whose LayerNorm and GELU get their own rules).
+            if not all(_identity(getattr(module, p, None)) for p in ("q_norm", "k_norm")):
+                raise ValueError(f"AttnLRP: {name} ({kind}) has a q/k norm; these hooks need them Identity")
+            if variant == "cp":
+                for p in ("q_norm", "k_norm"):
+                    replace(getattr(module, p), lambda m, x: stop_gradient(x))
+            else:
+                handles.append(module.proj.register_forward_pre_hook(lambda m, args: (divide_gradient(args[0], 2),)))
+                for p in ("q_norm", "k_norm"):
+                    replace(getattr(module, p), lambda m, x: divide_gradient(x, 2))
+            inside.update(f"{name}.{p}" for p in ("q_norm", "k_norm"))
         elif kind in ("GluMlp", "SwiGLU"):
             if not _identity(module.norm):
                 raise ValueError(f"AttnLRP: {name} ({kind}) has a norm after its gate product")
@@ -145,7 +162,7 @@ def attach(model: nn.Module, variant: str = "attnlrp") -> list[Any]:
             inside.add(f"{name}.norm")
         elif kind not in STRUCTURAL:
             raise ValueError(f"AttnLRP: no lxt rule for {name or 'the model'} ({kind}); the hooks cover LayerNorm, "
-                             "GELU, SiLU, timm attention, nn.MultiheadAttention (cp) and gated MLPs")
+                             "GELU, SiLU, timm attention, attention pooling, nn.MultiheadAttention (cp) and gated MLPs")
     return handles
 
 

@@ -176,6 +176,7 @@ def merge(into: Path, source: Path) -> list[Path]:
     figures.write_csv(rows, into / "results.csv")
     (into / "results.md").write_text(text)
     info["notes"] = notes
+    info["models"] = models  # a model measured only in ``source`` joins the results
     info["seconds_per_model"].update(extra["seconds_per_model"])
     info["merged"] = {"from": str(source), "models": redone}
     (into / "run.json").write_text(json.dumps(info, indent=2) + "\n")
