@@ -270,7 +270,9 @@ def test_preprocessing_is_timms_eval_transform(tmp_path):
 
 def test_bfloat16_autocast_on_cpu_keeps_the_forward_and_stays_complete(folder, tmp_path):
     """The rule ops and pruned ops under autocast: forward identical to the model's under the same
-    autocast, backward inside or outside it, FullGrad complete to bfloat16 precision."""
+    autocast (BEiT's float32 relative-position mask must be cast for the pruned attention as autocast
+    casts it for F.scaled_dot_product_attention), backward inside or outside it, FullGrad complete to
+    bfloat16 precision."""
     import libragrad_fx as lf
     from libragrad_fx.bench import models
     from libragrad_fx.bench.data import generate

@@ -179,3 +179,33 @@ def read_by_backward(target, args: tuple, output: Tensor) -> Optional[Tensor]:
     for start, stop in live_ranges(args[3]):
         mask[start:stop] = 1
     return mask
+
+
+# --- autocast ---------------------------------------------------------------------------------
+
+_LIB = torch.library.Library("libragrad", "IMPL")
+
+
+def _lower_precision_under_autocast(name: str) -> None:
+    """Give ``libragrad::name`` autocast's lower-precision cast, as the ATen op it stands for gets
+    (F.linear, F.scaled_dot_product_attention): floating inputs to the autocast dtype in effect. A
+    custom op has no autocast kernel, and below its autograd wrapper autocast no longer applies, so a
+    float32 mask or weight would otherwise reach the kernel uncast and round differently from the
+    model's own forward."""
+    for device in ("cpu", "cuda"):
+        key = "Autocast" + torch._C._dispatch_key_for_device(device)
+        op = getattr(torch.ops.libragrad, name).default
+
+        def kernel(_, *args, device=device, key=key, op=op):
+            low = torch.get_autocast_dtype(device)
+            # autocast's eligibility: floating, on its device, not float64
+            cast = [a.to(low) if isinstance(a, Tensor) and a.is_floating_point() and a.dtype != torch.float64
+                    and a.device.type == device else a for a in args]
+            with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))):
+                return op(*cast)
+
+        _LIB.impl(name, kernel, key, with_keyset=True)
+
+
+for _name in ("attention", "linear_cols"):
+    _lower_precision_under_autocast(_name)
