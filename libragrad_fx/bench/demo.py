@@ -93,7 +93,7 @@ def _pick(model, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, f
     return batch.images[i:i + 1], classes[i], batch.masks[i, classes[i]], float(both[i].min())
 
 
-def run(out: str | os.PathLike = "libragrad_demo.png", seed: int | None = None, model_name: str = "vit",
+def run(out: str | os.PathLike = "libragrad_demo.png", seed: int | None = None, model_name: str = "eva02",
         progress: Callable[[int, int], None] | None = None) -> DemoResult:
     """Explain both objects of one two-object image, vanilla beside LibraGrad; write the PNG grid.
 

@@ -14,7 +14,7 @@ def register(commands, parents) -> None:
     sub.add_argument("--out", default="libragrad_demo.png", metavar="FILE.png",
                      help="where to write the grid (default libragrad_demo.png)")
     sub.add_argument("--seed", type=seed, default=None, help="image seed (default: the held-out seed)")
-    sub.add_argument("--model", default="vit", help="bundled model (default vit)")
+    sub.add_argument("--model", default="eva02", help="bundled model (default eva02: a Transformer that meets the detection requirement)")
     sub.add_argument("--text", action="store_true", help="the text demo instead: one sentence, its evidence, "
                      "token scores vanilla beside LibraGrad, in the terminal")
     sub.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS,
