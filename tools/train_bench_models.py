@@ -58,9 +58,8 @@ _CONTINUE = dict(lr=5e-4, warmup=20, clutter_start=1.0, two_object_fraction=0.75
 # stalled far below the detection requirement on labels alone.
 _DISTIL = dict(_CONTINUE, lr=1e-3, warmup=50, teacher="eva02", kd_weight=0.5)
 # The ViT, BEiT and SigLIP models start from one class-token ViT run (``transplant``): from scratch
-# every model here needs thousands of steps to leave the label prior, and the class-token ViT
-# stalls below the detection requirement (recall 0.60) where mean pooling over the patch tokens
-# keeps improving.
+# every model here needs thousands of steps to leave the label prior, and one base run serves all
+# three layouts.
 _VIT_TOKEN_BASE = dict(_BASE, steps=2500, normalize=True, pos_embed_init="sincos", model="vit",
                        arch={"global_pool": "token"})
 RECIPES: dict[str, dict] = {
@@ -218,7 +217,8 @@ def transplant(model: torch.nn.Module, source: torch.nn.Module) -> list[str]:
     what the source block computed: BEiT's separate q/v biases take the fused qkv bias's q and v
     parts (the k bias only adds a per-query constant to the scores, which softmax ignores), its
     layer scales start at 1 and its relative position bias at 0; a model without a class token
-    takes the patch rows of the position table; the final norm moves to BEiT's pooled fc_norm.
+    takes the patch rows of the position table; the final norm moves to the pooled fc_norm of a
+    mean-pooled layout.
     Returns what was not copied, for the card.
     """
     src = {k: v.detach() for k, v in source.state_dict().items()}
@@ -393,9 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         base_out = args.out / f"{args.model}-base"
         base_file = base_out / f"{base_model}.safetensors"
         kwargs = json.loads(json.dumps({**ARCHITECTURES[base_model]["kwargs"], **base_arch}))
-        done = base_file.with_suffix(".json")
-        if done.is_file() and recipe_of(json.loads(done.read_text()), base_recipe) == base_recipe \
-                and json.loads(done.read_text())["kwargs"] == kwargs:
+        card_file = base_file.with_suffix(".json")
+        done = json.loads(card_file.read_text()) if card_file.is_file() else None
+        if done is not None and recipe_of(done, base_recipe) == base_recipe and done["kwargs"] == kwargs:
             print(f"[{args.model}] reusing the base run in {base_out} (trained with this recipe's base)", flush=True)
         else:
             base_argv = ["--model", base_model, "--out", str(base_out), "--threads", str(args.threads),
