@@ -120,7 +120,7 @@ def attach(model: nn.Module, variant: str = "attnlrp") -> list[Any]:
                                  "inside; lxt has a rule for it only in the 'cp' variant")
             handles.append(module.register_forward_pre_hook(_detach_query_key, with_kwargs=True))
             inside.update(f"{name}.{child}" for child, _ in module.named_modules() if child)
-        elif kind in ("Attention", "EvaAttention"):
+        elif kind in ("Attention", "EvaAttention", "AttentionRope"):
             # timm computes softmax(q k^T) v inside forward; q_norm/k_norm (after the q/k split) and
             # norm (on the attention's output) are Identity modules there, where the rule can act.
             parts = ("q_norm", "k_norm", "norm")

@@ -151,6 +151,35 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _write(into: Path, info: dict, rows: list[dict], notes: list[str], models: list[str]) -> None:
+    """Rewrite results.csv, results.md and run.json of the results at ``into``."""
+    defaults = asdict(Config())
+    results = [ModelResult(m, [r for r in rows if r["model"] == m], {}, notes=[]) for m in models]
+    config = Config(**{**defaults, **{k: v for k, v in info["config"].items() if k in defaults}})
+    text = _preamble(config, models) + figures.markdown(results) + "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
+    figures.write_csv(rows, into / "results.csv")
+    (into / "results.md").write_text(text)
+    info["notes"], info["models"] = notes, models
+    (into / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def drop(into: Path, names: Sequence[str]) -> list[Path]:
+    """Take models out of the results at ``into`` (a model no longer bundled): their rows, notes,
+    timings and figures. Returns the files it rewrote."""
+    info = json.loads((into / "run.json").read_text())
+    unknown = [n for n in names if n not in info["models"]]
+    if unknown:
+        raise ValueError(f"{into} has no results for {unknown}; its models: {info['models']}")
+    rows = [r for r in _read_rows(into / "results.csv") if r["model"] not in names]
+    notes = [n for n in info["notes"] if n.split(":")[0] not in names]
+    for n in names:
+        info["seconds_per_model"].pop(n, None)
+        for kind in ("deletion", "examples"):
+            (into / f"{kind}_{n}.png").unlink(missing_ok=True)
+    _write(into, info, rows, notes, [m for m in info["models"] if m not in names])
+    return [into / "results.csv", into / "results.md", into / "run.json"]
+
+
 def merge(into: Path, source: Path) -> list[Path]:
     """Replace the rows, notes and figures of ``source``'s models in the results at ``into`` (two runs
     with the same settings, e.g. one model re-run after its weights changed). Returns what it rewrote."""
@@ -167,19 +196,12 @@ def merge(into: Path, source: Path) -> list[Path]:
 
     if settings(info["config"]) != settings(extra["config"]):
         raise ValueError(f"{source} and {into} were measured with different settings; rerun instead")
-    models = list(dict.fromkeys([*info["models"], *redone]))
+    models = list(dict.fromkeys([*info["models"], *redone]))  # a model measured only in ``source`` joins
     rows = sorted(old + new, key=lambda r: models.index(r["model"]))
     notes = [n for n in info["notes"] if n.split(":")[0] not in redone] + extra["notes"]
-    results = [ModelResult(m, [r for r in rows if r["model"] == m], {}, notes=[]) for m in models]
-    config = Config(**settings(info["config"]))
-    text = _preamble(config, models) + figures.markdown(results) + "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
-    figures.write_csv(rows, into / "results.csv")
-    (into / "results.md").write_text(text)
-    info["notes"] = notes
-    info["models"] = models  # a model measured only in ``source`` joins the results
     info["seconds_per_model"].update(extra["seconds_per_model"])
     info["merged"] = {"from": str(source), "models": redone}
-    (into / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    _write(into, info, rows, notes, models)
     written = [into / "results.csv", into / "results.md", into / "run.json"]
     for m in redone:
         for kind in ("deletion", "examples"):
