@@ -133,27 +133,36 @@ def test_rerun_of_one_model_is_deterministic_and_merges(bench_run, tmp_path) -> 
 
 
 def test_a_model_measured_on_its_own_joins_the_results(bench_run, tmp_path) -> None:
-    """Merging a run of a model the results lack adds its rows and its name, and merging again is stable."""
+    """Merging a run of a model the results lack adds its rows and its name, merging again is stable, and
+    dropping it restores the results."""
     import shutil
 
-    from libragrad_fx.bench.compare import merge
+    from libragrad_fx.bench.compare import drop, merge
 
     out, rows, fake = bench_run
-    extra = tmp_path / "beit"
-    assert main(["bench", "--n", "4", "--models", "beit", "--methods", "ixg", "--ig-steps", "2", "--sg-samples", "2",
+    extra = tmp_path / "deit3"
+    assert main(["bench", "--n", "4", "--models", "deit3", "--methods", "ixg", "--ig-steps", "2", "--sg-samples", "2",
                  "--batch", "4", "--out", str(extra), "--no-progress", "--lxt-python", str(fake)]) == 0
     merged = tmp_path / "merged"
     shutil.copytree(out, merged)
     for _ in range(2):
         merge(merged, extra)
     info = json.loads((merged / "run.json").read_text())
-    assert info["models"][-1] == "beit" and len(info["models"]) == len({r["model"] for r in rows}) + 1
+    assert info["models"][-1] == "deit3" and len(info["models"]) == len({r["model"] for r in rows}) + 1
     with open(merged / "results.csv") as f:
         after = list(csv.DictReader(f))
-    assert [r for r in after if r["model"] != "beit"] == [r for r in rows]
-    assert {(r["method"], r["variant"]) for r in after if r["model"] == "beit"} == {("IxG", "vanilla"),
+    assert [r for r in after if r["model"] != "deit3"] == [r for r in rows]
+    assert {(r["method"], r["variant"]) for r in after if r["model"] == "deit3"} == {("IxG", "vanilla"),
                                                                                    ("IxG", "libragrad")}
-    assert (merged / "examples_beit.png").is_file() and "### beit" in (merged / "results.md").read_text()
+    assert (merged / "examples_deit3.png").is_file() and "### deit3" in (merged / "results.md").read_text()
+    # and a model taken out again leaves the results as they were (a model no longer bundled)
+    drop(merged, ["deit3"])
+    with open(merged / "results.csv") as f:
+        assert list(csv.DictReader(f)) == rows
+    assert json.loads((merged / "run.json").read_text())["models"] == json.loads((out / "run.json").read_text())["models"]
+    assert not (merged / "examples_deit3.png").exists() and "deit3" not in (merged / "results.md").read_text()
+    with pytest.raises(ValueError, match="no results for"):
+        drop(merged, ["deit3"])
 
 
 def test_the_probability_readout_explains_the_sigmoid_probability(tmp_path) -> None:

@@ -29,12 +29,15 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # Architectures the training script can build: timm class path + constructor kwargs.
 # Kept small (64x64 inputs, patch 8 -> 8x8 tokens) so CPU training takes minutes.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # A plain ViT block (GELU MLP, absolute position embedding) with rotary positions in attention
+    # (RoPE-ViT), built with timm's Eva class, which carries the rotary embedding. Without RoPE the
+    # same ViT learned these images far more slowly (docs/bench-models.md).
     "vit": {
-        "timm_class": "timm.models.vision_transformer.VisionTransformer",
+        "timm_class": "timm.models.eva.Eva",
         "kwargs": dict(
             img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, class_token=True,
-            global_pool="avg",
+            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, swiglu_mlp=False,
+            use_rot_pos_emb=True, ref_feat_shape=(8, 8), global_pool="avg", head_init_scale=1.0,
         ),
     },
     "eva02": {
@@ -48,22 +51,27 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
             head_init_scale=1.0,
         ),
     },
-    # BEiT layout: relative position bias in every attention, layer scale, mean pooling + fc_norm.
-    "beit": {
-        "timm_class": "timm.models.beit.Beit",
+    # DeiT-III layout with rotary positions (timm's RoPE-ViT, naver-ai/rope-vit): class token read
+    # out, layer scale, axial RoPE in a fused-qkv attention (timm's AttentionRope), no absolute
+    # position table.
+    "deit3": {
+        "timm_class": "timm.models.eva.Eva",
         "kwargs": dict(
             img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            depth=4, num_heads=4, mlp_ratio=4.0, use_abs_pos_emb=False, use_rel_pos_bias=True,
-            init_values=0.1,
+            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, attn_type="rope", init_values=0.1,
+            class_token=True, global_pool="token", use_abs_pos_emb=False, use_rot_pos_emb=True,
+            rope_grid_indexing="xy", rope_temperature=100.0, ref_feat_shape=(8, 8), head_init_scale=1.0,
         ),
     },
-    # SigLIP image-tower layout: no class token, attention pooling by a learned latent query (MAP).
+    # CLIP / SigLIP image-tower layout: no class token, attention pooling by a learned latent query
+    # (MAP), rotary positions as in Meta's PE-Core towers (timm builds those with Eva too).
     "siglip": {
-        "timm_class": "timm.models.vision_transformer.VisionTransformer",
+        "timm_class": "timm.models.eva.Eva",
         "kwargs": dict(
             img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, class_token=False,
-            global_pool="map",
+            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, swiglu_mlp=False,
+            use_rot_pos_emb=True, ref_feat_shape=(8, 8), class_token=False, global_pool="map",
+            head_init_scale=1.0,
         ),
     },
     "mixer": {
