@@ -44,9 +44,9 @@ ONE_OBJECT_SEED_OFFSET = 500_000
 MONITOR_SEED = HELDOUT_SEED + 2
 
 # Per-model recipe defaults: the shipped weights' recipes. A run from scratch lets clutter rise
-# from 0 (plain backgrounds) to the benchmark's 1.0 over the first half of training. The ViT and
-# the Mixer train on standardised images (folded into the stem afterwards): on the raw [0, 1]
-# images every token shares a large common component and both stalled at the label prior.
+# from 0 (plain backgrounds) to the benchmark's 1.0 over the first half of training. The Mixer's
+# base run trains on standardised images (folded into the stem afterwards): on the raw [0, 1]
+# images every token shares a large common component and it stalled at the label prior.
 _BASE = dict(batch=64, lr=1e-3, wd=0.05, warmup=50, beta2=0.999, clutter_start=0.0, clutter_ramp=0.5,
              two_object_fraction=None, ema=0.0, teacher=None, kd_weight=0.0, kd_temperature=1.0,
              token_label_weight=0.0)
