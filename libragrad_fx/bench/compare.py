@@ -151,11 +151,16 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _settings(config: dict) -> dict:
+    """A run's recorded config as Config fields (a setting added since the run has its default)."""
+    defaults = asdict(Config())
+    return {**defaults, **{k: v for k, v in config.items() if k in defaults}}
+
+
 def _write(into: Path, info: dict, rows: list[dict], notes: list[str], models: list[str]) -> None:
     """Rewrite results.csv, results.md and run.json of the results at ``into``."""
-    defaults = asdict(Config())
     results = [ModelResult(m, [r for r in rows if r["model"] == m], {}, notes=[]) for m in models]
-    config = Config(**{**defaults, **{k: v for k, v in info["config"].items() if k in defaults}})
+    config = Config(**_settings(info["config"]))
     text = _preamble(config, models) + figures.markdown(results) + "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
     figures.write_csv(rows, into / "results.csv")
     (into / "results.md").write_text(text)
@@ -189,12 +194,7 @@ def merge(into: Path, source: Path) -> list[Path]:
     redone = list(dict.fromkeys(r["model"] for r in new))
     old = [r for r in _read_rows(into / "results.csv") if r["model"] not in redone]
     info, extra = json.loads((into / "run.json").read_text()), json.loads((source / "run.json").read_text())
-    defaults = asdict(Config())  # a setting added since a run was made has its default there
-
-    def settings(config: dict) -> dict:
-        return {**defaults, **{k: v for k, v in config.items() if k in defaults}}
-
-    if settings(info["config"]) != settings(extra["config"]):
+    if _settings(info["config"]) != _settings(extra["config"]):
         raise ValueError(f"{source} and {into} were measured with different settings; rerun instead")
     models = list(dict.fromkeys([*info["models"], *redone]))  # a model measured only in ``source`` joins
     rows = sorted(old + new, key=lambda r: models.index(r["model"]))

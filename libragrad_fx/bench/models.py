@@ -28,6 +28,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 # Architectures the training script can build: timm class path + constructor kwargs.
 # Kept small (64x64 inputs, patch 8 -> 8x8 tokens) so CPU training takes minutes.
+_SMALL = dict(img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128)
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     # A plain ViT block (GELU MLP, absolute position embedding) with rotary positions in attention
     # (RoPE-ViT), built with timm's Eva class, which carries the rotary embedding. Without RoPE the
@@ -35,16 +36,14 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "vit": {
         "timm_class": "timm.models.eva.Eva",
         "kwargs": dict(
-            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, swiglu_mlp=False,
+            **_SMALL, depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, swiglu_mlp=False,
             use_rot_pos_emb=True, ref_feat_shape=(8, 8), global_pool="avg", head_init_scale=1.0,
         ),
     },
     "eva02": {
         "timm_class": "timm.models.eva.Eva",
         "kwargs": dict(
-            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            depth=4, num_heads=4, mlp_ratio=4 * 2 / 3, qkv_bias=True, swiglu_mlp=True,
+            **_SMALL, depth=4, num_heads=4, mlp_ratio=4 * 2 / 3, qkv_bias=True, swiglu_mlp=True,
             use_rot_pos_emb=True, ref_feat_shape=(8, 8), global_pool="avg",
             # timm scales Eva's head init by 1e-3; from scratch that shrinks the body's first
             # gradients (which flow through the head weights) by the same factor.
@@ -57,8 +56,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "deit3": {
         "timm_class": "timm.models.eva.Eva",
         "kwargs": dict(
-            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, attn_type="rope", init_values=0.1,
+            **_SMALL, depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, attn_type="rope", init_values=0.1,
             class_token=True, global_pool="token", use_abs_pos_emb=False, use_rot_pos_emb=True,
             rope_grid_indexing="xy", rope_temperature=100.0, ref_feat_shape=(8, 8), head_init_scale=1.0,
         ),
@@ -68,8 +66,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "siglip": {
         "timm_class": "timm.models.eva.Eva",
         "kwargs": dict(
-            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, swiglu_mlp=False,
+            **_SMALL, depth=4, num_heads=4, mlp_ratio=4.0, qkv_bias=True, swiglu_mlp=False,
             use_rot_pos_emb=True, ref_feat_shape=(8, 8), class_token=False, global_pool="map",
             head_init_scale=1.0,
         ),
@@ -77,8 +74,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "mixer": {
         "timm_class": "timm.models.mlp_mixer.MlpMixer",
         "kwargs": dict(
-            img_size=64, patch_size=8, in_chans=3, num_classes=NUM_CLASSES, embed_dim=128,
-            num_blocks=6, mlp_ratio=(0.5, 4.0), global_pool="avg",
+            **_SMALL, num_blocks=6, mlp_ratio=(0.5, 4.0), global_pool="avg",
         ),
     },
 }
