@@ -215,3 +215,16 @@ def test_a_backward_asked_for_the_input_computes_no_parameter_gradient():
     with Ops() as ops:  # and the weight's when it is asked for
         torch.autograd.grad(y, (x, g))
     assert ops.calls["native_layer_norm_backward"] == 1
+
+
+@pytest.mark.parametrize("activation", [lambda x: lib.gelu(x, "none"), lambda x: lib.gelu(x, "tanh"), lib.silu,
+                                        lib.hardswish, lib.mish], ids=["gelu", "gelu-tanh", "silu", "hardswish", "mish"])
+def test_a_differentiated_backward_keeps_its_graph(activation):
+    """create_graph=True (a gradient that is differentiated again): the same first gradient, with a graph."""
+    torch.manual_seed(0)
+    x = leaf(3, 17, scale=3)
+    (plain,) = torch.autograd.grad(activation(x).sum(), x)
+    (graphed,) = torch.autograd.grad(activation(x).sum(), x, create_graph=True)
+    assert graphed.requires_grad and rel(graphed, plain) < TOL
+    (second,) = torch.autograd.grad(graphed.sum(), x)
+    assert torch.isfinite(second).all()

@@ -128,6 +128,23 @@ def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[s
             return frozen(run) if freeze else run
         return make
 
+    def fused(make: Callable[[], Callable]) -> Callable[[], Callable]:
+        """The same call with the optional fused rule kernels on (libragrad_fx.core.kernels)."""
+        def make_fused():
+            from libragrad_fx.core import kernels
+            kernels.enable()
+            kernels.disable()  # built now, switched on only inside this contender's call
+            inner = make()
+
+            def run():
+                kernels.enable()
+                try:
+                    return inner()
+                finally:
+                    kernels.disable()
+            return run
+        return make_fused
+
     def compiled():
         with frozen_parameters(model):
             return torch.compile(transformed(), fullgraph=True)
@@ -141,6 +158,11 @@ def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[s
     if "unpruned" in wanted:
         out.append(Contender("libragrad IxG, unpruned", ixg(lambda: lf.transform(model, example, prune=False), True),
                              "transform(prune=False)"))
+    if "kernels" in wanted:
+        out += [Contender("libragrad IxG, kernels", fused(ixg(transformed, False)), "fused rule kernels on",
+                          frozen=False),
+                Contender("libragrad IxG, frozen, kernels", fused(ixg(transformed, True)),
+                          "fused rule kernels on (LIBRAGRAD_FX_KERNELS=1)")]
     if compile_:
         out.append(Contender("libragrad IxG, compiled", ixg(compiled, True), "torch.compile(fullgraph=True)",
                              counted=False))
@@ -149,9 +171,10 @@ def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[s
     except ImportError:
         return out
     target = [TARGET] * x.shape[0]
-    out.append(Contender("libragrad FullGrad",
-                         lambda: frozen(functools.partial(attr.FullGrad(transformed()).attribute, x, target=target)),
-                         "libragrad_fx.attr.FullGrad"))
+    fullgrad = lambda: frozen(functools.partial(attr.FullGrad(transformed()).attribute, x, target=target))  # noqa: E731
+    out.append(Contender("libragrad FullGrad", fullgrad, "libragrad_fx.attr.FullGrad"))
+    if "kernels" in wanted:
+        out.append(Contender("libragrad FullGrad, kernels", fused(fullgrad), "fused rule kernels on"))
     if "ig" in wanted:
         out.append(Contender(f"libragrad IG-{IG_STEPS}", lambda: frozen(functools.partial(
             attr.IntegratedGradients(transformed()).attribute, x, target=target, n_steps=IG_STEPS,
@@ -221,7 +244,8 @@ def memory_child(model_name: str, contender: str, batch: int, lxt: bool) -> None
     """Build one contender in this fresh process, run it once (warm-up), then measure a second call:
     the RSS before it and its peak (the high-water mark is reset first, so setup does not count)."""
     model, x = build(model_name, batch)
-    listed = lxt_contenders(model_name, model, x) if lxt else contenders(model_name, model, x, {"unpruned", "ig"},
+    listed = lxt_contenders(model_name, model, x) if lxt else contenders(model_name, model, x,
+                                                                            {"unpruned", "ig", "kernels"},
                                                                             compile_=False)
     entry = next(c for c in listed if c.name == contender).build()
     print(json.dumps(second_call_peak(entry.run)))
@@ -452,7 +476,9 @@ def main() -> None:
     parser.add_argument("--tag", default="local")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--compile-models", nargs="*", default=["vit_base_patch16_224"])
-    parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "lxt", "ig", "transform", "unpruned", "cost"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "lxt", "ig", "transform", "unpruned", "cost", "kernels"],
+                        help="parts to leave out (kernels: the contenders with the optional fused rule kernels, "
+                             "which need a C++ compiler)")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true",
                         help="keep the models an interrupted run of the same --tag finished (speed-<tag>.partial.json)")
@@ -466,7 +492,7 @@ def main() -> None:
         lxt_child(args.models, args.batch, args.runs)
         return
 
-    wanted = {"unpruned", "ig"} - set(args.skip)
+    wanted = {"unpruned", "ig", "kernels"} - set(args.skip)
     rows: list[dict] = []
     extra: dict[str, Any] = {"tag": args.tag, "batch": args.batch, "runs": args.runs, "threads": args.threads,
                              "torch": torch.__version__, "transform": {}, "compile": {}, "load": {}}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
+from . import kernels
 from .wanted import record_inputs, wanted
 
 __all__ = ["scale_grad", "factor_grad", "identity_rule", "straight_through", "normalize", "glu", "batch_norm_train",
@@ -179,10 +180,27 @@ def _half_product(grad: Tensor, gate: Tensor) -> Tensor:
     return torch.addcmul(gate.new_zeros(()), grad, gate, value=0.5, out=gate)
 
 
+def _fused(*tensors: Tensor):
+    """The fused kernels when they are on and apply: float32/float64 CPU tensors, and a backward that
+    is not itself differentiated (create_graph needs the torch expression's graph)."""
+    if torch.is_grad_enabled() or not all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+                                          for t in tensors):
+        return None
+    return kernels.module()
+
+
 def _gelu_backward(grad: Tensor, x: Tensor, approximate: str) -> Tensor:
-    """``grad * Phi(x)``, three passes over x: Phi(x) = erfc(-x / sqrt 2) / 2 in place, then the product.
+    """``grad * Phi(x)``, three passes over x: Phi(x) = erfc(-x / sqrt 2) / 2 in place, then the product
+    (one pass with the fused kernels).
 
     tanh approximation: Phi(x) ~ (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2."""
+    if torch.is_grad_enabled():  # the backward is differentiated (create_graph): no in-place or out= ops
+        if approximate == "tanh":
+            return grad * (1 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))) / 2
+        return grad * torch.erfc(x * -_SQRT_HALF) / 2
+    fused = _fused(grad, x) if approximate == "none" and grad.dtype == x.dtype else None
+    if fused is not None:
+        return fused.gelu_gate_backward(grad, x)
     if approximate == "tanh":
         inner = torch.mul(x, x).mul_(0.044715 * _SQRT_2_OVER_PI).add_(_SQRT_2_OVER_PI).mul_(x)
         return _half_product(grad, inner.tanh_().add_(1.0))
@@ -227,7 +245,8 @@ _ACTIVATION_BACKWARDS = {
     "gelu": lambda grad, x, args: _gelu_backward(grad, x, args[0] if args else "none"),
     "silu": lambda grad, x, args: _silu_backward(grad, x),
     "hardswish": lambda grad, x, args: F.hardsigmoid(x).mul_(grad),  # relu6(x + 3) / 6
-    "mish": lambda grad, x, args: F.softplus(x).tanh_().mul_(grad),
+    "mish": lambda grad, x, args: (grad * torch.tanh(F.softplus(x)) if torch.is_grad_enabled()  # create_graph
+                                   else F.softplus(x).tanh_().mul_(grad)),
 }
 
 
@@ -315,7 +334,12 @@ def _layer_norm_backward(ctx, grad):
     shape = ctx.shape
     want = wanted(ctx)
     dx = dw = db = None
-    if want[0]:
+    fused = _fused(grad, rstd) if want[0] else None
+    if fused is not None:
+        n = math.prod(shape)
+        dx = fused.layer_norm_rule_dx(grad.reshape(-1, n), None if weight is None else weight.reshape(-1),
+                                      rstd.reshape(-1)).view(grad.shape)
+    elif want[0]:
         rows = grad.shape[:grad.dim() - len(shape)]
         g = grad.reshape(*rows, -1)
         if weight is not None:  # mean(grad * w) as a matrix-vector product: one read of grad
@@ -325,9 +349,12 @@ def _layer_norm_backward(ctx, grad):
             dx = g - g.mean(-1, keepdim=True)
         dx = dx.mul_(rstd.reshape(*rows, 1)).view(grad.shape)
     if weight is not None and want[2]:  # x_hat with the statistic detached is x_hat itself: the kernel's dw
-        dw = torch.ops.aten.native_layer_norm_backward(grad, x, shape, mean, rstd, weight, None,
-                                                       [False, True, False])[1]
-    if want[3]:
+        # and db from the same pass over grad when it is wanted too (the kernel reads the bias argument
+        # for db's shape and dtype only: the weight's are the same)
+        _, dw, db = torch.ops.aten.native_layer_norm_backward(grad, x, shape, mean, rstd, weight,
+                                                              weight if want[3] else None,
+                                                              [False, True, bool(want[3])])
+    elif want[3]:
         db = grad.sum(tuple(range(grad.dim() - len(shape))))
     return dx, None, dw, db, None
 
