@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", help="PNG to write")
-    ap.add_argument("--models", default="vit,mixer,eva02")
+    ap.add_argument("--models", default=",".join(models.names()))
     ap.add_argument("--rows", type=int, default=2, help="targets per model")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
