@@ -479,6 +479,8 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "lxt", "ig", "transform", "unpruned", "cost", "kernels"],
                         help="parts to leave out (kernels: the contenders with the optional fused rule kernels, "
                              "which need a C++ compiler)")
+    parser.add_argument("--only", nargs="+", metavar="CONTENDER",
+                        help="time only these contenders (names as in the table; their baselines are kept)")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true",
                         help="keep the models an interrupted run of the same --tag finished (speed-<tag>.partial.json)")
@@ -509,6 +511,12 @@ def main() -> None:
         print(f"[{name}] batch {args.batch}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}")
         model, x = build(name, args.batch)
         entries = contenders(name, model, x, wanted, compile_=name in args.compile_models)
+        if args.only:
+            unknown = sorted(set(args.only) - {c.name for c in entries})
+            if unknown:
+                sys.exit(f"--only: {name} has no contender {unknown}; it has {[c.name for c in entries]}")
+            keep = set(args.only) | {c.base for c in entries if c.name in args.only}
+            entries = [c for c in entries if c.name in keep]
         ig_runs = {c.name: args.ig_runs for c in entries if c.name.startswith("libragrad IG")}
         loads: list[float] = []
         timings = alternate(entries, args.runs, ig_runs, loads=loads)
