@@ -20,6 +20,10 @@ are put on and taken off between calls).
 
     python tools/bench_speed.py --tag run1            # every model, batch 8
     python tools/bench_speed.py --models vit_small_patch16_224 --runs 5 --skip memory lxt
+    python tools/bench_speed.py --models mixer_b16_224 --only "libragrad IxG, kernels"   # one contender
+
+Contenders named ``..., kernels`` run with the optional fused rule kernels (``libragrad_fx.core.kernels``,
+built here on first use; ``--skip kernels`` where there is no C++ compiler).
 
 Writes ``docs/bench/speed-<tag>.csv``, ``.md`` and ``.json``. Threads default to 1: the benchmark
 machine has two cores shared with other jobs, and one thread per process keeps CPU time meaningful.
