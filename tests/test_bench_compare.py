@@ -202,3 +202,39 @@ def test_the_probability_readout_is_refused_where_it_does_not_apply(tmp_path, ca
         assert main(["bench", "--n", "1", "--readout", "prob", *extra]) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--readout" in err[0], err
+
+
+def test_methods_measured_apart_join_the_results_in_table_order(bench_run, tmp_path) -> None:
+    """A run of further methods on the same models adds their rows, in the order one run of all of them writes;
+    adding the same rows twice, or a model the results lack, is refused."""
+    import shutil
+
+    from libragrad_fx.bench.compare import add_methods
+
+    out, rows, fake = bench_run
+    extra = tmp_path / "more"
+    assert main(["bench", "--n", "4", "--models", "vit,mixer", "--methods", "gradient,smoothgrad", "--ig-steps", "2",
+                 "--sg-samples", "2", "--batch", "4", "--out", str(extra), "--no-progress",
+                 "--lxt-python", str(fake)]) == 0
+    merged = tmp_path / "merged"
+    shutil.copytree(out, merged)
+    add_methods(merged, extra)
+    with open(merged / "results.csv") as f:
+        after = [(r["model"], r["method"], r["variant"]) for r in csv.DictReader(f)]
+    with open(extra / "results.csv") as f:
+        added = [(r["model"], r["method"], r["variant"]) for r in csv.DictReader(f)]
+    assert sorted(after) == sorted([(r["model"], r["method"], r["variant"]) for r in rows] + added)
+    order = [(m.label, m.variant) for m in faithfulness.METHODS]
+    for model in ("vit", "mixer"):
+        mine = [order.index((m, v)) for mm, m, v in after if mm == model]
+        assert mine == sorted(mine)
+    info = json.loads((merged / "run.json").read_text())
+    assert {"vanilla:Gradient", "libragrad:SmoothGrad", "vanilla:IxG"} <= set(info["methods"])
+    with pytest.raises(ValueError, match="already has"):
+        add_methods(merged, extra)
+    lone = tmp_path / "lone"
+    assert main(["bench", "--n", "4", "--models", "deit3", "--methods", "gradient", "--ig-steps", "2",
+                 "--sg-samples", "2", "--batch", "4", "--out", str(lone), "--no-progress",
+                 "--lxt-python", str(fake)]) == 0
+    with pytest.raises(ValueError, match="no results for"):
+        add_methods(merged, lone)

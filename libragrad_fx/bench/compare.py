@@ -185,6 +185,38 @@ def drop(into: Path, names: Sequence[str]) -> list[Path]:
     return [into / "results.csv", into / "results.md", into / "run.json"]
 
 
+def add_methods(into: Path, source: Path) -> list[Path]:
+    """Add to the results at ``into`` the methods ``source`` measured on the same models with the same
+    settings (a run with more ``--methods``, e.g. further methods under ``--pixel-rule``): each row joins its
+    model's table in method order; a row both have is refused. Returns what it rewrote."""
+    from .faithfulness import METHODS
+    from .methods import with_pixel_rule
+
+    new = _read_rows(source / "results.csv")
+    old = _read_rows(into / "results.csv")
+    info, extra = json.loads((into / "run.json").read_text()), json.loads((source / "run.json").read_text())
+    if _settings(info["config"]) != _settings(extra["config"]):
+        raise ValueError(f"{source} and {into} were measured with different settings; rerun instead")
+    missing = sorted({r["model"] for r in new} - set(info["models"]))
+    if missing:
+        raise ValueError(f"{into} has no results for {missing}: merge a model's run with compare.merge")
+    both = {(r["model"], r["method"], r["variant"]) for r in old} & {(r["model"], r["method"], r["variant"]) for r in new}
+    if both:
+        raise ValueError(f"{into} already has {sorted(both)[:3]}...: use compare.merge to replace rows")
+    rule = info["config"].get("pixel_rule")
+    order = {(m.label, m.variant): i for i, m in enumerate(with_pixel_rule(METHODS, rule))}  # the bench's row order
+    models = info["models"]
+    rows = sorted(old + new, key=lambda r: (models.index(r["model"]), order.get((r["method"], r["variant"]), 1e9)))
+    notes = info["notes"] + [n for n in extra["notes"] if n not in info["notes"]]
+    for m, seconds in extra["seconds_per_model"].items():
+        info["seconds_per_model"][m] = info["seconds_per_model"].get(m, 0.0) + seconds
+    info["seconds"] = info.get("seconds", 0.0) + extra.get("seconds", 0.0)
+    info["methods"] = list(dict.fromkeys(info.get("methods", []) + extra.get("methods", [])))
+    info.setdefault("added", []).append({"from": str(source), "methods": extra.get("methods", [])})
+    _write(into, info, rows, notes, models)
+    return [into / "results.csv", into / "results.md", into / "run.json"]
+
+
 def merge(into: Path, source: Path) -> list[Path]:
     """Replace the rows, notes and figures of ``source``'s models in the results at ``into`` (two runs
     with the same settings, e.g. one model re-run after its weights changed). Returns what it rewrote."""
