@@ -41,10 +41,9 @@ def built():
 
 @pytest.fixture
 def fused(built):
-    """Kernels on for one test, off again afterwards whatever happens."""
-    kernels.enable()
-    yield built
-    kernels.disable()
+    """Kernels on for one test, as they were afterwards whatever happens."""
+    with kernels.switched_on():
+        yield built
 
 
 class _Counting:

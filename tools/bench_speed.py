@@ -136,16 +136,13 @@ def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[s
         """The same call with the optional fused rule kernels on (libragrad_fx.core.kernels)."""
         def make_fused():
             from libragrad_fx.core import kernels
-            kernels.enable()
-            kernels.disable()  # built now, switched on only inside this contender's call
+            with kernels.switched_on():  # built now, on only inside this contender's call
+                pass
             inner = make()
 
             def run():
-                kernels.enable()
-                try:
+                with kernels.switched_on():
                     return inner()
-                finally:
-                    kernels.disable()
             return run
         return make_fused
 

@@ -185,6 +185,14 @@ def drop(into: Path, names: Sequence[str]) -> list[Path]:
     return [into / "results.csv", into / "results.md", into / "run.json"]
 
 
+def _same_settings(into: Path, source: Path) -> tuple[dict, dict]:
+    """The run.json of both results, refused unless they were measured with the same settings."""
+    info, extra = (json.loads((folder / "run.json").read_text()) for folder in (into, source))
+    if _settings(info["config"]) != _settings(extra["config"]):
+        raise ValueError(f"{source} and {into} were measured with different settings; rerun instead")
+    return info, extra
+
+
 def add_methods(into: Path, source: Path) -> list[Path]:
     """Add to the results at ``into`` the methods ``source`` measured on the same models with the same
     settings (a run with more ``--methods``, e.g. further methods under ``--pixel-rule``): each row joins its
@@ -194,9 +202,7 @@ def add_methods(into: Path, source: Path) -> list[Path]:
 
     new = _read_rows(source / "results.csv")
     old = _read_rows(into / "results.csv")
-    info, extra = json.loads((into / "run.json").read_text()), json.loads((source / "run.json").read_text())
-    if _settings(info["config"]) != _settings(extra["config"]):
-        raise ValueError(f"{source} and {into} were measured with different settings; rerun instead")
+    info, extra = _same_settings(into, source)
     missing = sorted({r["model"] for r in new} - set(info["models"]))
     if missing:
         raise ValueError(f"{into} has no results for {missing}: merge a model's run with compare.merge")
@@ -225,9 +231,7 @@ def merge(into: Path, source: Path) -> list[Path]:
     new = _read_rows(source / "results.csv")
     redone = list(dict.fromkeys(r["model"] for r in new))
     old = [r for r in _read_rows(into / "results.csv") if r["model"] not in redone]
-    info, extra = json.loads((into / "run.json").read_text()), json.loads((source / "run.json").read_text())
-    if _settings(info["config"]) != _settings(extra["config"]):
-        raise ValueError(f"{source} and {into} were measured with different settings; rerun instead")
+    info, extra = _same_settings(into, source)
     models = list(dict.fromkeys([*info["models"], *redone]))  # a model measured only in ``source`` joins
     rows = sorted(old + new, key=lambda r: models.index(r["model"]))
     notes = [n for n in info["notes"] if n.split(":")[0] not in redone] + extra["notes"]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
-__all__ = ["enable", "disable", "active", "module", "ENV"]
+__all__ = ["enable", "disable", "switched_on", "active", "module", "ENV"]
 
 ENV = "LIBRAGRAD_FX_KERNELS"
 _SOURCE = Path(__file__).with_name("rule_backwards.cpp")
@@ -30,7 +31,7 @@ _CAPABILITY_FLAGS = {
     "AVX2": ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma"],
 }
 
-_state: dict = {"module": None, "on": None, "error": None}
+_state: dict = {"module": None, "on": None}  # on: None until the environment variable has been read
 
 
 def _build(verbose: bool = False) -> ModuleType:
@@ -59,6 +60,16 @@ def enable(verbose: bool = False) -> ModuleType:
 def disable() -> None:
     """Run every rule as plain torch ops again (the built kernels stay loaded)."""
     _state["on"] = False
+
+
+@contextmanager
+def switched_on() -> Iterator[ModuleType]:
+    """The kernels on inside the block (built if need be), and as they were before after it."""
+    before = _state["on"]
+    try:
+        yield enable()
+    finally:
+        _state["on"] = before
 
 
 def active() -> bool:
