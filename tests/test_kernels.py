@@ -88,15 +88,27 @@ def test_kernels_against_the_torch_expressions(built, dtype):
         assert torch.equal(strided, have.transpose(1, 2))
 
         rows = x.reshape(-1, 96)
-        w, rstd = torch.randn(96, dtype=dtype), torch.rand(rows.shape[0], dtype=dtype) + 0.5
-        for weight in (w, None):
-            gw = rows * (weight if weight is not None else 1)
-            want = (gw - gw.mean(-1, keepdim=True)) * rstd[:, None]
-            assert torch.allclose(built.layer_norm_rule_dx(rows, weight, rstd), want, rtol=0, atol=64 * eps * 10)
+        w = torch.randn(96, dtype=dtype)
+        mean, rstd = torch.randn(rows.shape[0], dtype=dtype), torch.rand(rows.shape[0], dtype=dtype) + 0.5
         columns = torch.randn(96, rows.shape[0], dtype=dtype).t()  # a non-contiguous gradient
-        gw = columns * w
-        assert torch.allclose(built.layer_norm_rule_dx(columns, w, rstd),
-                              (gw - gw.mean(-1, keepdim=True)) * rstd[:, None], rtol=0, atol=64 * eps * 10)
+        for grad in (rows, columns):
+            xhat = (x.reshape(-1, 96) - mean[:, None]) * rstd[:, None]
+            for weight in (w, None):
+                gw = grad * (weight if weight is not None else 1)
+                terms = ((gw - gw.mean(-1, keepdim=True)) * rstd[:, None], grad * xhat, grad)
+                want = (terms[0], terms[1].double().sum(0), terms[2].double().sum(0))
+                # worst-case rounding of a sum of m terms: m eps times the sum of their magnitudes
+                bound = (64 * eps * terms[0].abs().max(), 300 * eps * terms[1].abs().sum(0),
+                         300 * eps * terms[2].abs().sum(0))
+                for wanted in ((True, True, True), (True, False, False), (False, True, False), (False, False, True)):
+                    want_dw = wanted[1] and weight is not None
+                    have = built.layer_norm_rule_backward(grad, x if want_dw else None, mean if want_dw else None,
+                                                          rstd, weight, wanted[0], want_dw, wanted[2])
+                    for value, expected, tol, asked in zip(have, want, bound, (wanted[0], want_dw, wanted[2])):
+                        if not asked:
+                            assert value is None
+                            continue
+                        assert ((value.double() - expected).abs() <= tol).all(), (wanted, weight is None)
 
 
 @needs_compiler
@@ -116,7 +128,7 @@ def test_kernels_run_when_on_and_only_then(built, monkeypatch):
     kernels.enable()
     try:
         backward()
-        assert counting.calls == {"gelu_gate_backward": 1, "layer_norm_rule_dx": 1}
+        assert counting.calls == {"gelu_gate_backward": 1, "layer_norm_rule_backward": 1}
         # a differentiated backward (create_graph) needs the torch expressions' graph: no kernel
         y = lib.gelu(x, "none")
         (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)

@@ -334,12 +334,16 @@ def _layer_norm_backward(ctx, grad):
     shape = ctx.shape
     want = wanted(ctx)
     dx = dw = db = None
-    fused = _fused(grad, rstd) if want[0] else None
-    if fused is not None:
+    fused = _fused(grad, rstd)
+    if fused is not None:  # dx, dw and db from one sweep over grad
         n = math.prod(shape)
-        dx = fused.layer_norm_rule_dx(grad.reshape(-1, n), None if weight is None else weight.reshape(-1),
-                                      rstd.reshape(-1)).view(grad.shape)
-    elif want[0]:
+        want_dw = weight is not None and want[2]
+        dx, dw, db = fused.layer_norm_rule_backward(
+            grad.reshape(-1, n), x if want_dw else None, mean if want_dw else None, rstd.reshape(-1),
+            None if weight is None else weight.reshape(-1), bool(want[0]), want_dw, bool(want[3]))
+        return (None if dx is None else dx.view(grad.shape), None, None if dw is None else dw.view(weight.shape),
+                None if db is None else db.view(shape), None)
+    if want[0]:
         rows = grad.shape[:grad.dim() - len(shape)]
         g = grad.reshape(*rows, -1)
         if weight is not None:  # mean(grad * w) as a matrix-vector product: one read of grad
