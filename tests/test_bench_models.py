@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import tool_scripts
 from libragrad_fx.bench import models
 from libragrad_fx.bench.data import HELDOUT_SEED, NUM_CLASSES, generate
 from libragrad_fx.bench.evaluate import (TWO_OBJECT_EXACT, TWO_OBJECT_RECALL, detection, evaluate,
@@ -148,15 +149,8 @@ def test_model_is_fx_traceable(name: str, heldout) -> None:
 
 
 def _trainer():
-    """tools/train_bench_models.py as a module (tools/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "train_bench_models.py"
-    spec = importlib.util.spec_from_file_location("train_bench_models", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tools/train_bench_models.py as a module."""
+    return tool_scripts.load("train_bench_models")
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))

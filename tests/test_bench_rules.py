@@ -1,23 +1,17 @@
 """tools/bench_rules.py: each rule against the op it replaces, forward checked bit-identical first."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import tool_scripts
+
 
 def _tool():
-    path = Path(__file__).resolve().parents[1] / "tools" / "bench_rules.py"
-    spec = importlib.util.spec_from_file_location("bench_rules", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return tool_scripts.load("bench_rules")
 
 
 def test_one_row_per_case_with_a_ratio_to_vanilla(tmp_path):

@@ -1,20 +1,12 @@
 """tools/bench_speed.py compares like with like: each contender with vanilla IxG in its own parameter setting."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import tool_scripts
 from libragrad_fx.bench.cost import Cost
 
 
 def _tool():
-    path = Path(__file__).resolve().parents[1] / "tools" / "bench_speed.py"
-    spec = importlib.util.spec_from_file_location("bench_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return tool_scripts.load("bench_speed")
 
 
 def test_every_ratio_is_against_vanilla_in_the_same_parameter_setting():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import libragrad_fx
+import tool_scripts
 from libragrad_fx.bench import captions, clip, models
 from libragrad_fx.bench.data import CLASSES, HELDOUT_SEED, generate, objects
 from libragrad_fx.cli import main
@@ -121,13 +122,7 @@ def test_card_is_the_default_recipe_and_its_tower_the_bundled_classifier(model) 
     """``tools/train_clip.py --out DIR`` retrains what ships: the card's recipe is the script's default, and the
     image tower's body is the bundled classifier it names (locked while training), unless that file changed since."""
     import hashlib
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "train_clip.py"
-    spec = importlib.util.spec_from_file_location("train_clip", path)
-    trainer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(trainer)
+    trainer = tool_scripts.load("train_clip")
     meta = models.card("clip")
     assert {k: meta[k] for k in trainer.RECIPE} == trainer.RECIPE
     assert meta["command"] == "python tools/train_clip.py --out libragrad_fx/bench/weights"

@@ -7,20 +7,14 @@ regenerates docs/coverage.md exactly.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
+import tool_scripts
 from libragrad_fx.core import ops
 
-_PATH = Path(__file__).resolve().parents[1] / "tools" / "coverage.py"
-_spec = importlib.util.spec_from_file_location("op_coverage", _PATH)  # not the `coverage` package
-coverage = importlib.util.module_from_spec(_spec)
-sys.modules["op_coverage"] = coverage
-_spec.loader.exec_module(coverage)
+coverage = tool_scripts.load("coverage", "op_coverage")  # not the `coverage` package
 
 CASES = {case.name: case for case in coverage.registry_cases()}
 
