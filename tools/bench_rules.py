@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -54,23 +55,21 @@ def cases(tiny: bool = False) -> list[Case]:
         vit, convnext, llama_mlp, llama, vit_ln, convnext_ln = ((2, 5, 24),) * 6
     affine = lambda n: (torch.randn(n), torch.randn(n))  # noqa: E731
     weight = lambda n: (torch.randn(n),)  # noqa: E731
+    gelu = lambda x: lib.gelu(x, "none")  # noqa: E731
+    layer_norm = lambda x, w, b: F.layer_norm(x, x.shape[-1:], w, b, 1e-6)  # noqa: E731
+    layer_norm_rule = lambda x, w, b: lib.layer_norm(x, list(x.shape[-1:]), w, b, 1e-6)  # noqa: E731
     # what a call costs besides the arithmetic: the custom op's wrapper, saving, the rule's Python
     fixed = [] if tiny else [
-        Case("GELU", "per-call cost (a 16-element tensor)", (2, 8), F.gelu, lambda x: lib.gelu(x, "none")),
-        Case("LayerNorm", "per-call cost (a 16-element tensor)", (2, 8),
-             lambda x, w, b: F.layer_norm(x, x.shape[-1:], w, b, 1e-6),
-             lambda x, w, b: lib.layer_norm(x, list(x.shape[-1:]), w, b, 1e-6), affine)]
+        Case("GELU", "per-call cost (a 16-element tensor)", (2, 8), F.gelu, gelu),
+        Case("LayerNorm", "per-call cost (a 16-element tensor)", (2, 8), layer_norm, layer_norm_rule, affine)]
     return fixed + [
-        Case("GELU", "ViT-B MLP", vit, F.gelu, lambda x: lib.gelu(x, "none")),
-        Case("GELU", "ConvNeXt-T stage 1 MLP", convnext, F.gelu, lambda x: lib.gelu(x, "none")),
+        Case("GELU", "ViT-B MLP", vit, F.gelu, gelu),
+        Case("GELU", "ConvNeXt-T stage 1 MLP", convnext, F.gelu, gelu),
         Case("GELU (tanh)", "ViT-B MLP", vit, lambda x: F.gelu(x, approximate="tanh"), lambda x: lib.gelu(x, "tanh")),
         Case("SiLU", "LLaMA-style MLP", llama_mlp, F.silu, lib.silu),
-        Case("LayerNorm", "ViT-B", vit_ln, lambda x, w, b: F.layer_norm(x, x.shape[-1:], w, b, 1e-6),
-             lambda x, w, b: lib.layer_norm(x, list(x.shape[-1:]), w, b, 1e-6), affine),
-        Case("LayerNorm", "ConvNeXt-T stage 1", convnext_ln, lambda x, w, b: F.layer_norm(x, x.shape[-1:], w, b, 1e-6),
-             lambda x, w, b: lib.layer_norm(x, list(x.shape[-1:]), w, b, 1e-6), affine),
-        Case("LayerNorm, dw and db too", "ViT-B", vit_ln, lambda x, w, b: F.layer_norm(x, x.shape[-1:], w, b, 1e-6),
-             lambda x, w, b: lib.layer_norm(x, list(x.shape[-1:]), w, b, 1e-6), affine, param_grads=True),
+        Case("LayerNorm", "ViT-B", vit_ln, layer_norm, layer_norm_rule, affine),
+        Case("LayerNorm", "ConvNeXt-T stage 1", convnext_ln, layer_norm, layer_norm_rule, affine),
+        Case("LayerNorm, dw and db too", "ViT-B", vit_ln, layer_norm, layer_norm_rule, affine, param_grads=True),
         Case("RMSNorm", "LLaMA-style", llama, lambda x, w: F.rms_norm(x, x.shape[-1:], w, 1e-6),
              lambda x, w: lib.rms_norm(x, list(x.shape[-1:]), w, 1e-6), weight),
     ]
@@ -170,12 +169,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{case.name} ({case.where}): rule {r['rule_ratio']:.3f}"
               + (f", with kernels {r['rule_kernels_ratio']:.3f}" if "rule_kernels_ratio" in r else "")
               + f" x vanilla ({r['vanilla_ms']:.2f} ms)", flush=True)
-    load = " / ".join(f"{v:.1f}" for v in __import__("os").getloadavg())
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     header = (f"# Rule backwards against the ops they replace, run `{args.tag}`\n\n"
               f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds, float32, forward + "
-              f"backward of the op alone (custom-op wrapper included); ratios: median of per-round CPU-time ratios "
-              f"to vanilla; min ratio: of the minimum times (the least disturbed rounds). Load average at the end {load} (1 / 5 / 15 min). Gradients for the input only, except "
-              f"'dw and db too'.")
+              "backward of the op alone (custom-op wrapper included); ratios: median of per-round CPU-time ratios "
+              "to vanilla; min ratio: of the minimum times (the least disturbed rounds). "
+              f"Load average at the end {load} (1 / 5 / 15 min). Gradients for the input only, except "
+              "'dw and db too'.")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"rules-{args.tag}.md").write_text(table(rows, header))
     (args.out / f"rules-{args.tag}.json").write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
