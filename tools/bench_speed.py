@@ -136,11 +136,9 @@ def contenders(name: str, model: torch.nn.Module, x: torch.Tensor, wanted: set[s
         """The same call with the optional fused rule kernels on (libragrad_fx.core.kernels)."""
         def make_fused():
             from libragrad_fx.core import kernels
-            with kernels.switched_on():  # built now, on only inside this contender's call
-                pass
             inner = make()
 
-            def run():
+            def run():  # on only inside this contender's call (built by its warm-up call)
                 with kernels.switched_on():
                     return inner()
             return run

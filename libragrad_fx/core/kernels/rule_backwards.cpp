@@ -49,7 +49,7 @@ struct RuleRows {
   const T* weight;  // null without an affine weight
   T* dx;            // null unless dx is wanted
   T* partial;       // per thread: dw (n values) then db (n values); null unless either is wanted
-  bool want_dw, want_db;
+  bool want_db;
   int64_t n;
 
   // One row: sum(g * w) from the first sweep, then dx and the row's share of dw and db in the second,
@@ -99,9 +99,9 @@ struct RuleRows {
     });
   }
 
-  void run(int64_t rows, bool want_dx) const {
+  void run(int64_t rows) const {
     // the eight combinations of (dx, dw, db), each its own loop
-    const int which = (want_dx ? 4 : 0) | (want_dw ? 2 : 0) | (want_db ? 1 : 0);
+    const int which = (dx != nullptr ? 4 : 0) | (x != nullptr ? 2 : 0) | (want_db ? 1 : 0);
     switch (which) {
       case 7: return run_rows<true, true, true>(rows);
       case 6: return run_rows<true, true, false>(rows);
@@ -147,8 +147,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_rule_backward(
                        affine ? w.const_data_ptr<scalar_t>() : nullptr,
                        want_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr,
                        partial.defined() ? partial.mutable_data_ptr<scalar_t>() : nullptr,
-                       want_dw, want_db, n}
-        .run(rows, want_dx);
+                       want_db, n}
+        .run(rows);
   });
   at::Tensor dw, db;
   if (partial.defined()) {
