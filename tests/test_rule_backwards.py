@@ -228,3 +228,34 @@ def test_a_differentiated_backward_keeps_its_graph(activation):
     assert graphed.requires_grad and rel(graphed, plain) < TOL
     (second,) = torch.autograd.grad(graphed.sum(), x)
     assert torch.isfinite(second).all()
+
+
+def test_layer_norm_zero_centred_backward():
+    """dx from ATen's fused LayerNorm backward at x_hat = 0 (a shared zero input): the rule's value, in
+    float64 and float32, and the zero buffer is read, never written."""
+    from libragrad_fx.core import rules
+
+    torch.manual_seed(0)
+    for dtype, tol in ((torch.float64, TOL), (torch.float32, 1e-6)):
+        for shape, norm in (((2, 5, 24), (24,)), ((7, 3, 8), (3, 8))):
+            x = torch.randn(shape, dtype=dtype, requires_grad=True)
+            w = torch.randn(norm, dtype=dtype, requires_grad=True)
+            grad = torch.randn(shape, dtype=dtype)
+            (have,) = torch.autograd.grad(lib.layer_norm(x, list(norm), w, None, 1e-5), x, grad)
+            x64, w64 = x.detach().double().requires_grad_(), w.detach().double()
+            (want,) = torch.autograd.grad(layer_norm_rule(x64, norm, w64, None, 1e-5), x64, grad.double())
+            assert rel(have.double(), want) < tol
+        zeros = rules._ZEROS[(torch.device("cpu"), dtype)]
+        assert zeros.numel() >= 7 * 3 * 8 and not zeros.any()
+
+
+def test_layer_norm_differentiated_backward_keeps_its_graph():
+    torch.manual_seed(0)
+    x, w = leaf(3, 16), leaf(16)
+    (plain,) = torch.autograd.grad(lib.layer_norm(x, [16], w, None, 1e-5).pow(2).sum(), x)
+    (graphed,) = torch.autograd.grad(lib.layer_norm(x, [16], w, None, 1e-5).pow(2).sum(), x, create_graph=True)
+    assert graphed.requires_grad and rel(graphed, plain) < TOL
+    (second,) = torch.autograd.grad(graphed.sum(), x)
+    want = torch.autograd.grad(torch.autograd.grad(layer_norm_rule(x, (16,), w, None, 1e-5).pow(2).sum(), x,
+                                                   create_graph=True)[0].sum(), x)[0]
+    assert rel(second, want) < TOL

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _get_dispatch_mode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import kernels
@@ -328,6 +329,32 @@ def _in_dtype(values: list, dtype: torch.dtype) -> list:
     return [v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v for v in values]
 
 
+_ZEROS: dict = {}
+"""One flat zero tensor per (device, dtype), grown to the largest LayerNorm input its backward has
+seen: the zero-centred backward reads it as its input and mean. A fresh zero tensor per call would
+cost a page-faulting fill as large as the kernel's own work."""
+
+
+def _zero_centred_ready(grad: Tensor, rstd: Tensor, weight: Optional[Tensor]) -> bool:
+    """Whether the zero-centred ATen backward applies: a backward that is not differentiated itself,
+    float32 / float64 tensors of one dtype (the kernel's statistics are in the input's dtype there),
+    and plain tensors (a traced backward, under fake or functional tensors, gets the torch
+    expression: a cached buffer must not enter a trace)."""
+    if torch.is_grad_enabled() or grad.dtype not in (torch.float32, torch.float64) or rstd.dtype != grad.dtype:
+        return False
+    if weight is not None and weight.dtype != grad.dtype:
+        return False
+    return type(grad) is Tensor and type(rstd) is Tensor and _get_dispatch_mode() is None
+
+
+def _zeros_for(grad: Tensor) -> Tensor:
+    key = (grad.device, grad.dtype)
+    zeros = _ZEROS.get(key)
+    if zeros is None or zeros.numel() < grad.numel():
+        zeros = _ZEROS[key] = torch.zeros(grad.numel(), dtype=grad.dtype, device=grad.device)
+    return zeros
+
+
 def _layer_norm_backward(ctx, grad):
     """dx = rstd * (g - mean(g)), g = grad * w; the weight's and bias's gradients when asked."""
     x, mean, rstd, weight = _in_dtype(list(ctx.saved_tensors), grad.dtype)
@@ -343,7 +370,14 @@ def _layer_norm_backward(ctx, grad):
             None if weight is None else weight.reshape(-1), bool(want[0]), want_dw, bool(want[3]))
         return (None if dx is None else dx.view(grad.shape), None, None if dw is None else dw.view(weight.shape),
                 None if db is None else db.view(shape), None)
-    if want[0]:
+    if want[0] and _zero_centred_ready(grad, rstd, weight):
+        # ATen's own fused backward at x_hat = 0 (input and mean zero): its projection term,
+        # x_hat * mean(g * x_hat), vanishes and what is left is the rule, in one kernel
+        zeros = _zeros_for(grad)
+        dx = torch.ops.aten.native_layer_norm_backward(grad, zeros[:grad.numel()].view(grad.shape), shape,
+                                                       zeros[:rstd.numel()].view(rstd.shape), rstd, weight, None,
+                                                       [True, False, False])[0]
+    elif want[0]:
         rows = grad.shape[:grad.dim() - len(shape)]
         g = grad.reshape(*rows, -1)
         if weight is not None:  # mean(grad * w) as a matrix-vector product: one read of grad
