@@ -184,10 +184,11 @@ def _half_product(grad: Tensor, gate: Tensor) -> Tensor:
 def _fused(*tensors: Tensor):
     """The fused kernels when they are on and apply: float32/float64 CPU tensors, and a backward that
     is not itself differentiated (create_graph needs the torch expression's graph)."""
-    if torch.is_grad_enabled() or not all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-                                          for t in tensors):
+    module = kernels.module()
+    if module is None or torch.is_grad_enabled() or not all(
+            t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors):
         return None
-    return kernels.module()
+    return module
 
 
 def _gelu_backward(grad: Tensor, x: Tensor, approximate: str) -> Tensor:
