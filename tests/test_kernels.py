@@ -156,6 +156,21 @@ def test_transformed_models_give_the_same_maps_and_stay_complete(fused, arch):
     assert float(result.rel_error.max()) < 1e-10
 
 
+@needs_compiler
+def test_torch_compile_with_the_kernels_on(fused):
+    """A compiled backward is traced on fake tensors, which a C++ kernel cannot read: it runs the torch
+    expressions (the kernels stay eager-only) and gives the same gradient."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.GELU(),
+                                torch.nn.Linear(32, 4)).eval()
+    gm = lf.transform(model, torch.randn(2, 16))
+    x = torch.randn(2, 16, requires_grad=True)
+    (eager,) = torch.autograd.grad(gm(x)[:, 0].sum(), x)
+    torch._dynamo.reset()
+    (compiled,) = torch.autograd.grad(torch.compile(gm)(x)[:, 0].sum(), x)
+    assert (eager - compiled).abs().max() <= 1e-5 * eager.abs().max()
+
+
 def test_a_failed_build_is_one_clear_error(monkeypatch):
     def no_compiler(verbose=False):
         raise OSError("c++: command not found")

@@ -181,12 +181,20 @@ def _half_product(grad: Tensor, gate: Tensor) -> Tensor:
     return torch.addcmul(gate.new_zeros(()), grad, gate, value=0.5, out=gate)
 
 
+def _eager(*tensors: Tensor) -> bool:
+    """Whether a backward runs on real data: not itself differentiated (create_graph needs the torch
+    expression's graph), and not traced (torch.compile's and export's backward runs on fake or
+    functional tensors, under a dispatch mode: a C++ kernel cannot read them, nor may a cached buffer
+    enter the trace)."""
+    return (not torch.is_grad_enabled() and all(type(t) is Tensor for t in tensors)
+            and _get_dispatch_mode() is None)
+
+
 def _fused(*tensors: Tensor):
-    """The fused kernels when they are on and apply: float32/float64 CPU tensors, and a backward that
-    is not itself differentiated (create_graph needs the torch expression's graph)."""
+    """The fused kernels when they are on and apply: float32/float64 CPU tensors in an eager backward."""
     module = kernels.module()
-    if module is None or torch.is_grad_enabled() or not all(
-            t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors):
+    if module is None or not all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+                                 for t in tensors) or not _eager(*tensors):
         return None
     return module
 
@@ -337,15 +345,11 @@ cost a page-faulting fill as large as the kernel's own work."""
 
 
 def _zero_centred_ready(grad: Tensor, rstd: Tensor, weight: Optional[Tensor]) -> bool:
-    """Whether the zero-centred ATen backward applies: a backward that is not differentiated itself,
-    float32 / float64 tensors of one dtype (the kernel's statistics are in the input's dtype there),
-    and plain tensors (a traced backward, under fake or functional tensors, gets the torch
-    expression: a cached buffer must not enter a trace)."""
-    if torch.is_grad_enabled() or grad.dtype not in (torch.float32, torch.float64) or rstd.dtype != grad.dtype:
+    """Whether the zero-centred ATen backward applies: an eager backward on float32 / float64 tensors
+    of one dtype (the kernel's statistics are in the input's dtype there)."""
+    if grad.dtype not in (torch.float32, torch.float64) or rstd.dtype != grad.dtype:
         return False
-    if weight is not None and weight.dtype != grad.dtype:
-        return False
-    return type(grad) is Tensor and type(rstd) is Tensor and _get_dispatch_mode() is None
+    return (weight is None or weight.dtype == grad.dtype) and _eager(grad, rstd)
 
 
 def _zeros_for(grad: Tensor) -> Tensor:
