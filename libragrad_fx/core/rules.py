@@ -335,13 +335,17 @@ def _in_dtype(values: list, dtype: torch.dtype) -> list:
     """The saved tensors in the gradient's dtype: the dtype the forward's kernel computed in. Under
     autocast the norms run in float32 on inputs saved in float16 / bfloat16 (and the backward may run
     outside autocast), so the backward casts as the forward did."""
-    return [v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v for v in values]
+    return [v.to(dtype) if isinstance(v, Tensor) and v.dtype != dtype and v.is_floating_point() else v
+            for v in values]
 
 
 _ZEROS: dict = {}
 """One flat zero tensor per (device, dtype), grown to the largest LayerNorm input its backward has
 seen: the zero-centred backward reads it as its input and mean. A fresh zero tensor per call would
 cost a page-faulting fill as large as the kernel's own work."""
+_ZERO_VIEWS: dict = {}
+"""(input, mean) views of that buffer per (device, dtype, input shape, statistics shape): a model runs
+the same few shapes, and slicing and viewing anew costs as much as a small LayerNorm."""
 
 
 def _zero_centred_ready(grad: Tensor, rstd: Tensor, weight: Optional[Tensor]) -> bool:
@@ -352,12 +356,18 @@ def _zero_centred_ready(grad: Tensor, rstd: Tensor, weight: Optional[Tensor]) ->
     return (weight is None or weight.dtype == grad.dtype) and _eager(grad, rstd)
 
 
-def _zeros_for(grad: Tensor) -> Tensor:
-    key = (grad.device, grad.dtype)
-    zeros = _ZEROS.get(key)
-    if zeros is None or zeros.numel() < grad.numel():
-        zeros = _ZEROS[key] = torch.zeros(grad.numel(), dtype=grad.dtype, device=grad.device)
-    return zeros
+def _zeros_for(grad: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor]:
+    """Zero tensors shaped like ``grad`` and like ``rstd``, views of the shared zero buffer."""
+    key = (grad.device, grad.dtype, grad.shape, rstd.shape)
+    views = _ZERO_VIEWS.get(key)
+    if views is None:
+        zeros = _ZEROS.get(key[:2])
+        if zeros is None or zeros.numel() < grad.numel():
+            zeros = _ZEROS[key[:2]] = torch.zeros(grad.numel(), dtype=grad.dtype, device=grad.device)
+            for stale in [k for k in _ZERO_VIEWS if k[:2] == key[:2]]:  # views of the smaller buffer
+                del _ZERO_VIEWS[stale]
+        views = _ZERO_VIEWS[key] = (zeros[:grad.numel()].view(grad.shape), zeros[:rstd.numel()].view(rstd.shape))
+    return views
 
 
 def _layer_norm_backward(ctx, grad):
@@ -378,9 +388,8 @@ def _layer_norm_backward(ctx, grad):
     if want[0] and _zero_centred_ready(grad, rstd, weight):
         # ATen's own fused backward at x_hat = 0 (input and mean zero): its projection term,
         # x_hat * mean(g * x_hat), vanishes and what is left is the rule, in one kernel
-        zeros = _zeros_for(grad)
-        dx = torch.ops.aten.native_layer_norm_backward(grad, zeros[:grad.numel()].view(grad.shape), shape,
-                                                       zeros[:rstd.numel()].view(rstd.shape), rstd, weight, None,
+        zero_input, zero_mean = _zeros_for(grad, rstd)
+        dx = torch.ops.aten.native_layer_norm_backward(grad, zero_input, shape, zero_mean, rstd, weight, None,
                                                        [True, False, False])[0]
     elif want[0]:
         rows = grad.shape[:grad.dim() - len(shape)]
