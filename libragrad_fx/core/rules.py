@@ -364,8 +364,9 @@ def _zeros_for(grad: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor]:
         zeros = _ZEROS.get(key[:2])
         if zeros is None or zeros.numel() < grad.numel():
             zeros = _ZEROS[key[:2]] = torch.zeros(grad.numel(), dtype=grad.dtype, device=grad.device)
-            for stale in [k for k in _ZERO_VIEWS if k[:2] == key[:2]]:  # views of the smaller buffer
-                del _ZERO_VIEWS[stale]
+            for stale in list(_ZERO_VIEWS):  # views of the smaller buffer (a copy: device threads share it)
+                if stale[:2] == key[:2]:
+                    _ZERO_VIEWS.pop(stale, None)
         views = _ZERO_VIEWS[key] = (zeros[:grad.numel()].view(grad.shape), zeros[:rstd.numel()].view(rstd.shape))
     return views
 
