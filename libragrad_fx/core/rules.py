@@ -367,6 +367,8 @@ def _zeros_for(grad: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor]:
             for stale in list(_ZERO_VIEWS):  # views of the smaller buffer (a copy: device threads share it)
                 if stale[:2] == key[:2]:
                     _ZERO_VIEWS.pop(stale, None)
+        if len(_ZERO_VIEWS) >= 256:  # shapes that vary call by call (text of any length): start afresh
+            _ZERO_VIEWS.clear()
         views = _ZERO_VIEWS[key] = (zeros[:grad.numel()].view(grad.shape), zeros[:rstd.numel()].view(rstd.shape))
     return views
 
