@@ -19,7 +19,8 @@ __all__ = ["record_inputs", "wanted"]
 
 def record_inputs(ctx: Any, inputs: Sequence[Any]) -> None:
     """Remember which of the op's arguments are tensors (setup_context): the engine has one edge per tensor.
-    Only :func:`wanted`'s question to the engine reads them, asked where two or more inputs need a gradient."""
+    Recorded only where two or more inputs need a gradient: with one, a running backward reaches the node
+    only through it, and :func:`wanted` has nothing to ask the engine."""
     if sum(ctx.needs_input_grad) >= 2:
         ctx.tensor_slots = tuple([i for i, value in enumerate(inputs) if isinstance(value, Tensor)])
 
@@ -27,8 +28,6 @@ def record_inputs(ctx: Any, inputs: Sequence[Any]) -> None:
 def wanted(ctx: Any) -> tuple[bool, ...]:
     """``ctx.needs_input_grad``, with False wherever the running backward will not use that gradient."""
     needs = tuple(ctx.needs_input_grad)
-    if sum(needs) < 2:  # a running backward reaches this node only through the one input that needs it
-        return needs
     slots = getattr(ctx, "tensor_slots", None)
     if slots is None or torch._C._current_graph_task_id() == -1:
         return needs
